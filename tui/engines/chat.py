@@ -1,0 +1,217 @@
+"""llama.cpp side of the chat engine. Runs only inside an engine process.
+
+One model stays loaded; llama-cpp-python keeps the evaluated tokens and the
+KV cache, and reuses the longest common prefix on the next request, so a new
+turn of a long conversation evaluates only the new text.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+from tui.engines import protocol as p
+from tui.engines.worker import Channel
+from tui.models import ModelFileError, read_gguf_info
+
+MIN_REPLY_TOKENS = 64
+"""Room kept free for the reply when older messages must be dropped to fit."""
+
+
+def default_threads() -> int:
+    """Physical cores, roughly: all CPUs we may use, halved on big SMT machines."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // 2 if cpus > 4 else cpus)
+
+
+class ChatEngine:
+    def __init__(self) -> None:
+        self.llm: Any = None
+        self.formatter: Any = None
+        self.key: tuple[Any, ...] | None = None
+
+    # --- loading ------------------------------------------------------------
+
+    def _load(self, request: p.ChatRequest, channel: Channel) -> bool:
+        threads = request.n_threads or default_threads()
+        key = (request.model_path, request.n_ctx, threads, request.gpu_layers)
+        if self.llm is not None and self.key == key:
+            return True
+        self._unload()
+        try:
+            info = read_gguf_info(request.model_path)
+        except ModelFileError as error:
+            channel.emit(p.EngineFailed(str(error), "model", request.request_id))
+            return False
+        started = time.perf_counter()
+        from llama_cpp import Llama  # imported here: only engine processes load it
+
+        try:
+            self.llm = Llama(
+                model_path=request.model_path,
+                n_ctx=request.n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=request.gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as error:
+            self.llm = None
+            channel.emit(
+                p.EngineFailed(
+                    f"could not load {request.model_path} "
+                    f"({info.architecture or 'unknown architecture'}): {error}",
+                    "model",
+                    request.request_id,
+                )
+            )
+            return False
+        self.formatter = self._make_formatter()
+        self.key = key
+        channel.emit(
+            p.ModelLoaded(
+                model_path=request.model_path,
+                load_s=time.perf_counter() - started,
+                n_ctx=self.llm.n_ctx(),
+                chat_format=str(self.llm.chat_format or ""),
+            )
+        )
+        return True
+
+    def _make_formatter(self) -> Any:
+        from llama_cpp import llama_chat_format
+
+        llm = self.llm
+        template = llm.metadata.get("tokenizer.chat_template")
+        if template:
+            eos_id, bos_id = llm.token_eos(), llm.token_bos()
+            eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
+            bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+            return llama_chat_format.Jinja2ChatFormatter(
+                template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
+            )
+        # No template in the file: ChatML is what most small instruct models use.
+        return llama_chat_format.format_chatml
+
+    def _unload(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+        self.llm = self.formatter = self.key = None
+
+    # --- requests -----------------------------------------------------------
+
+    def handle(self, request: Any, channel: Channel) -> None:
+        if isinstance(request, p.Unload):
+            self._unload()
+        elif isinstance(request, p.ChatRequest):
+            self.chat(request, channel)
+        else:
+            channel.emit(p.EngineFailed(f"unknown request {type(request).__name__}", "internal"))
+
+    def _prompt(self, messages: list[p.ChatMessage]) -> tuple[list[int], Any]:
+        formatted = self.formatter(
+            messages=[{"role": m.role, "content": m.content} for m in messages]
+        )
+        tokens = self.llm.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        return tokens, formatted
+
+    def _fit(self, request: p.ChatRequest, channel: Channel) -> tuple[list[int], Any, int] | None:
+        """Format the prompt, leaving out the oldest turns until it fits the context."""
+        n_ctx = self.llm.n_ctx()
+        room = min(request.max_tokens, MIN_REPLY_TOKENS)
+        system = [m for m in request.messages[:1] if m.role == "system"]
+        rest = request.messages[len(system) :]
+        dropped = 0
+        while True:
+            tokens, formatted = self._prompt(system + rest)
+            if len(tokens) + room <= n_ctx:
+                if dropped:
+                    channel.emit(p.ContextTrimmed(dropped, len(tokens), request.request_id))
+                return tokens, formatted, dropped
+            if len(rest) <= 1:
+                channel.emit(
+                    p.EngineFailed(
+                        f"the message is {len(tokens)} tokens but the context holds {n_ctx} "
+                        f"(with {room} kept for the reply): shorten it or raise the context size",
+                        "input",
+                        request.request_id,
+                    )
+                )
+                return None
+            # Drop the oldest turn; never start the kept history with an assistant reply.
+            rest = rest[1:]
+            dropped += 1
+            while len(rest) > 1 and rest[0].role != "user":
+                rest = rest[1:]
+                dropped += 1
+
+    def chat(self, request: p.ChatRequest, channel: Channel) -> None:
+        if not self._load(request, channel):
+            return
+        fitted = self._fit(request, channel)
+        if fitted is None:
+            return
+        tokens, formatted, _ = fitted
+        llm = self.llm
+        cached = 0
+        for a, b in zip(llm._input_ids[: llm.n_tokens], tokens, strict=False):
+            if a != b:
+                break
+            cached += 1
+        seed = request.seed if request.seed >= 0 else random.randrange(2**31)
+        started = time.perf_counter()
+        first_at: float | None = None
+        last_at = started
+        count = 0
+        reason = "stop"
+        stream = llm.create_completion(
+            prompt=tokens,
+            stream=True,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            min_p=request.min_p,
+            repeat_penalty=request.repeat_penalty,
+            seed=seed,
+            stop=formatted.stop,
+            stopping_criteria=formatted.stopping_criteria,
+        )
+        try:
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                text = choice.get("text") or ""
+                now = time.perf_counter()
+                if text:
+                    if first_at is None:
+                        first_at = now
+                    last_at = now
+                    count += 1
+                    channel.emit(p.TokenGenerated(text, request.request_id))
+                if choice.get("finish_reason"):
+                    reason = choice["finish_reason"]
+                if channel.cancelled.is_set():
+                    reason = "cancelled"
+                    break
+        finally:
+            stream.close()
+        finished = time.perf_counter()
+        ttft = (first_at - started) if first_at is not None else finished - started
+        decode_s = last_at - first_at if first_at is not None else 0.0
+        stats = p.GenerationStats(
+            tokens=count,
+            prompt_tokens=len(tokens),
+            cached_tokens=cached,
+            ttft_s=ttft,
+            tokens_per_s=(count - 1) / decode_s if count > 1 and decode_s > 0 else 0.0,
+            elapsed_s=finished - started,
+            seed=seed,
+        )
+        channel.emit(p.GenerationFinished(reason, stats, request.request_id))

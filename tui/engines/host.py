@@ -1,0 +1,240 @@
+"""Spawns and supervises one engine process; turns its pipe into an event stream.
+
+The host lives in the UI process (or the headless CLI) and never imports a
+native binding. A crash of the engine becomes an EngineFailed event; Cancel
+that the engine does not honour in time is enforced by killing the process,
+which the next request respawns.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from tui.engines import protocol as p
+
+CANCEL_GRACE_S = 0.6
+"""How long a cancelled engine may take to stop on its own before it is killed."""
+
+START_TIMEOUT_S = 60.0
+
+
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with status {returncode}"
+
+
+class EngineHost:
+    """One engine process of one kind ('chat', ...), started lazily."""
+
+    def __init__(self, engine: str, log_dir: Path | None = None) -> None:
+        self.engine = engine
+        self.log_dir = log_dir
+        self._process: subprocess.Popen[bytes] | None = None
+        self._requests: Connection | None = None
+        self._events: Connection | None = None
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._active_id = 0
+        self._cancel_deadline: float | None = None
+        self.loaded_model: str | None = None
+
+    # --- process management ---------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.alive and self._process else None
+
+    @property
+    def busy(self) -> bool:
+        return self._active_id != 0
+
+    def log_file(self) -> Path | None:
+        return self.log_dir / f"{self.engine}-engine.log" if self.log_dir else None
+
+    def _spawn(self) -> None:
+        request_read, request_write = os.pipe()
+        event_read, event_write = os.pipe()
+        log = subprocess.DEVNULL
+        log_path = self.log_file()
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tui.engines.worker",
+                    self.engine,
+                    str(request_read),
+                    str(event_write),
+                ],
+                pass_fds=(request_read, event_write),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
+        finally:
+            os.close(request_read)
+            os.close(event_write)
+            if log is not subprocess.DEVNULL:
+                log.close()
+        self._requests = Connection(request_write, readable=False)
+        self._events = Connection(event_read, writable=False)
+        self.loaded_model = None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._events.poll(0.05):
+                try:
+                    event = self._events.recv()
+                except (EOFError, OSError):
+                    break
+                if isinstance(event, p.EngineReady):
+                    return
+            elif self._process.poll() is not None:
+                break
+        code = self._process.poll()
+        self._discard()
+        raise RuntimeError(f"the {self.engine} engine could not start: it {_describe_exit(code)}")
+
+    def _discard(self) -> None:
+        for conn in (self._requests, self._events):
+            if conn is not None:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+        self._requests = self._events = None
+        self.loaded_model = None
+
+    def kill(self) -> None:
+        """Kill the engine process now (a later request starts a fresh one)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                process.kill()
+            process.wait()
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Ask the engine to exit; kill it if it does not."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            try:
+                if self._requests is not None:
+                    self._requests.send(p.Shutdown())
+                process.wait(timeout=timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self.kill()
+        self._discard()
+        self._process = None
+
+    # --- requests -------------------------------------------------------------
+
+    def submit(self, request: Any) -> Iterator[Any]:
+        """Send a request and yield its events, ending with a terminal event.
+
+        Blocks; run it in a thread. Only one request runs at a time.
+        """
+        with self._lock:
+            request_id = next(self._ids)
+            request.request_id = request_id
+            self._cancel_deadline = None
+            try:
+                if not self.alive:
+                    self._discard()
+                    self._spawn()
+                assert self._requests is not None and self._events is not None
+                self._requests.send(request)
+            except (RuntimeError, OSError) as error:
+                yield p.EngineFailed(message=str(error), kind="crash", request_id=request_id)
+                return
+            self._active_id = request_id
+            try:
+                yield from self._events_until_done(request_id)
+            finally:
+                self._active_id = 0
+                self._cancel_deadline = None
+
+    def _events_until_done(self, request_id: int) -> Iterator[Any]:
+        assert self._events is not None and self._process is not None
+        while True:
+            if self._cancel_deadline is not None and time.monotonic() > self._cancel_deadline:
+                self.kill()
+                self._discard()
+                yield p.GenerationFinished(reason="cancelled", request_id=request_id)
+                return
+            try:
+                ready = self._events.poll(0.05)
+                event = self._events.recv() if ready else None
+            except (EOFError, OSError):
+                event = None
+                ready = True
+            if ready and event is None:
+                # The pipe closed: the engine died.
+                self._process.wait()
+                code = self._process.returncode
+                self._discard()
+                if self._cancel_deadline is not None:
+                    yield p.GenerationFinished(reason="cancelled", request_id=request_id)
+                else:
+                    yield p.EngineFailed(
+                        message=f"the {self.engine} engine {_describe_exit(code)}; "
+                        "the next request starts it again",
+                        kind="crash",
+                        request_id=request_id,
+                    )
+                return
+            if event is None:
+                continue
+            if isinstance(event, p.ModelLoaded):
+                self.loaded_model = event.model_path
+            yield event
+            if isinstance(event, p.TERMINAL_EVENTS):
+                return
+
+    def cancel(self, grace_s: float = CANCEL_GRACE_S) -> None:
+        """Ask the running request to stop; kill the engine if it has not within grace_s."""
+        if not self._active_id:
+            return
+        self._cancel_deadline = time.monotonic() + grace_s
+        try:
+            if self._requests is not None:
+                self._requests.send(p.Cancel(request_id=self._active_id))
+        except OSError:
+            pass
+
+    def unload(self) -> None:
+        """Free the loaded model, keeping the process."""
+        if self.alive and self._requests is not None and not self.busy:
+            try:
+                self._requests.send(p.Unload())
+                self.loaded_model = None
+            except OSError:
+                pass

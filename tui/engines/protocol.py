@@ -1,0 +1,121 @@
+"""Typed requests and events exchanged between the UI process and an engine process.
+
+Everything here is a plain dataclass: they travel pickled over a pipe. Neither
+side of the protocol imports Textual or a native binding from this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# --- requests (UI -> engine) -------------------------------------------------
+
+
+@dataclass
+class ChatMessage:
+    role: str
+    """'system', 'user' or 'assistant'."""
+    content: str
+
+
+@dataclass
+class ChatRequest:
+    """Generate one assistant reply to a conversation."""
+
+    model_path: str
+    messages: list[ChatMessage]
+    n_ctx: int = 4096
+    n_threads: int = 0
+    gpu_layers: int = 0
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    max_tokens: int = 512
+    seed: int = -1
+    request_id: int = 0
+
+
+@dataclass
+class Cancel:
+    """Stop the running request as soon as possible."""
+
+    request_id: int = 0
+
+
+@dataclass
+class Unload:
+    """Free the loaded model (the process stays up)."""
+
+
+@dataclass
+class Shutdown:
+    """Exit the engine process."""
+
+
+# --- events (engine -> UI) -----------------------------------------------------
+
+
+@dataclass
+class EngineReady:
+    pid: int
+
+
+@dataclass
+class ModelLoaded:
+    model_path: str
+    load_s: float
+    n_ctx: int
+    chat_format: str = ""
+
+
+@dataclass
+class TokenGenerated:
+    text: str
+    request_id: int = 0
+
+
+@dataclass
+class ContextTrimmed:
+    """Older messages were left out so the prompt fits the context window."""
+
+    dropped_messages: int
+    prompt_tokens: int
+    request_id: int = 0
+
+
+@dataclass
+class GenerationStats:
+    tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    ttft_s: float = 0.0
+    tokens_per_s: float = 0.0
+    elapsed_s: float = 0.0
+    seed: int = -1
+
+
+@dataclass
+class GenerationFinished:
+    """Terminal event of a request: 'stop' (natural end), 'length' or 'cancelled'."""
+
+    reason: str
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    request_id: int = 0
+
+
+@dataclass
+class EngineFailed:
+    """Terminal event of a request that could not run.
+
+    kind: 'model' (missing/corrupt model), 'input' (e.g. prompt too large),
+    'crash' (the engine process died), 'internal'.
+    """
+
+    message: str
+    kind: str = "internal"
+    request_id: int = 0
+
+
+TERMINAL_EVENTS = (GenerationFinished, EngineFailed)

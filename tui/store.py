@@ -1,0 +1,631 @@
+"""Conversations and messages, kept in one SQLite database.
+
+The database runs in WAL mode and every public write is its own short
+``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, so a write that returned has
+survived a ``kill -9`` of this process, and a second Triptych process using
+the same file waits its turn (``busy_timeout`` plus a few retries) instead of
+losing messages.
+
+Every sqlite3 failure leaves this module as :class:`StoreError` with a single
+readable line (``could not save to PATH: database or disk is full``) that the
+UI can show as it is.
+
+This module uses the standard library only; it never imports textual.
+
+Schema versions
+---------------
+``PRAGMA user_version`` holds the schema version of a database file.
+:data:`MIGRATIONS` lists one function per version: ``MIGRATIONS[0]`` turns an
+empty file into version 1, ``MIGRATIONS[1]`` turns version 1 into version 2,
+and so on. To change the schema (images, recordings, ...), append a new
+``_migrate_vN`` function to the list; never edit one that has shipped. Each
+migration runs inside its own transaction together with the ``user_version``
+bump, so a crash mid-migration leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from tui import locations
+
+T = TypeVar("T")
+
+ROLES = ("system", "user", "assistant", "error")
+"""Valid values of :attr:`Message.role`."""
+
+STATES = ("complete", "streaming", "stopped", "error", "interrupted")
+"""Valid values of :attr:`Message.state`."""
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long SQLite itself waits for another connection's lock."""
+
+LOCK_RETRIES = 5
+"""Extra attempts, after busy_timeout ran out, when the database stays locked."""
+
+
+class StoreError(Exception):
+    """A database problem, described in one line fit to show to the user."""
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    created: float
+    updated: float
+    system_prompt: str
+    model: str
+    sampling: dict[str, Any]
+
+
+@dataclass
+class Message:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    state: str
+    created: float
+    updated: float
+    stats: dict[str, Any] | None
+
+
+# --------------------------------------------------------------------------
+# Schema migrations: one function per version, applied in order.
+# --------------------------------------------------------------------------
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Version 1: conversations and their messages."""
+    # AUTOINCREMENT keeps ids from ever being reused, so a stale id held by a
+    # worker (e.g. a reply still streaming after "regenerate" deleted it) can
+    # never write into a newer row.
+    conn.execute(
+        """
+        CREATE TABLE conversations (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            title         TEXT    NOT NULL DEFAULT 'New chat',
+            created       REAL    NOT NULL,
+            updated       REAL    NOT NULL,
+            system_prompt TEXT    NOT NULL DEFAULT '',
+            model         TEXT    NOT NULL DEFAULT '',
+            sampling      TEXT    NOT NULL DEFAULT '{}'
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE messages (
+            id              INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id INTEGER NOT NULL
+                            REFERENCES conversations(id) ON DELETE CASCADE,
+            role            TEXT    NOT NULL,
+            content         TEXT    NOT NULL DEFAULT '',
+            state           TEXT    NOT NULL DEFAULT 'complete',
+            created         REAL    NOT NULL,
+            updated         REAL    NOT NULL,
+            stats           TEXT
+        )
+        """
+    )
+    conn.execute("CREATE INDEX messages_by_conversation ON messages(conversation_id, id)")
+    conn.execute("CREATE INDEX conversations_by_updated ON conversations(updated)")
+    conn.execute("CREATE INDEX messages_by_state ON messages(state)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_v1,
+    # _migrate_v2,  (e.g. images)  -- append new versions here, never edit old ones
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this code writes."""
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _escape_like(text: str) -> str:
+    """Escape LIKE wildcards so ``text`` matches literally (with ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _casefold_contains(haystack: str | None, needle: str | None) -> int:
+    """SQL function for searches that SQLite's ASCII-only LIKE cannot fold."""
+    if haystack is None or needle is None:
+        return 0
+    return int(needle.casefold() in haystack.casefold())
+
+
+def _load_json(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        created=row["created"],
+        updated=row["updated"],
+        system_prompt=row["system_prompt"],
+        model=row["model"],
+        sampling=_load_json(row["sampling"]) or {},
+    )
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        state=row["state"],
+        created=row["created"],
+        updated=row["updated"],
+        stats=_load_json(row["stats"]),
+    )
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"unknown message role {role!r} (expected one of {', '.join(ROLES)})")
+
+
+def _check_state(state: str) -> None:
+    if state not in STATES:
+        raise ValueError(f"unknown message state {state!r} (expected one of {', '.join(STATES)})")
+
+
+# --------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------
+
+
+class Store:
+    """Conversations and messages in one SQLite file.
+
+    One connection, shared by the UI thread and any worker thread; an RLock
+    serialises its use. Other processes may open the same file at the same
+    time.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else locations.database_file()
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"could not create {self.path.parent}: {_one_line(exc)}") from exc
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not open {self.path}: {_one_line(exc)}") from exc
+        try:
+            self._setup(conn)
+        except StoreError:
+            conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            message = _one_line(exc)
+            if "not a database" in message or "malformed" in message:
+                raise StoreError(f"{self.path} is not a Triptych database ({message})") from exc
+            raise StoreError(f"could not open {self.path}: {message}") from exc
+        self._conn = conn
+
+    # -- opening and migrating ---------------------------------------------
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Reading the version first also reads the file header, so a file that
+        # is not a database fails here before anything is written to it.
+        version = self._retry(lambda: conn.execute("PRAGMA user_version").fetchone()[0])
+        self._refuse_newer(version)
+        self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.create_function("triptych_contains", 2, _casefold_contains, deterministic=True)
+        self._migrate(conn)
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.path} was written by a newer Triptych (schema {version}); "
+                f"this version understands schema {SCHEMA_VERSION} at most. "
+                "Upgrade Triptych or point TRIPTYCH_DB at another file."
+            )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        for target, migration in enumerate(MIGRATIONS, start=1):
+
+            def step(
+                conn: sqlite3.Connection,
+                target: int = target,
+                migration: Callable[[sqlite3.Connection], None] = migration,
+            ) -> None:
+                # Re-read inside the write lock: another process may have
+                # migrated the file while we waited.
+                current = conn.execute("PRAGMA user_version").fetchone()[0]
+                self._refuse_newer(current)
+                if current < target:
+                    migration(conn)
+                    conn.execute(f"PRAGMA user_version = {target}")
+
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current < target:
+                self._transaction(conn, step)
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, retrying a few times while the database stays locked."""
+        for attempt in range(LOCK_RETRIES + 1):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or attempt == LOCK_RETRIES:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _transaction(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` inside BEGIN IMMEDIATE ... COMMIT, retrying while locked."""
+
+        def attempt() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+            return result
+
+        return self._retry(attempt)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the database {self.path} is closed")
+        return self._conn
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return self._transaction(conn, fn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"could not save to {self.path}: {_one_line(exc)}") from exc
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return self._retry(lambda: fn(conn))
+            except sqlite3.Error as exc:
+                raise StoreError(f"could not read {self.path}: {_one_line(exc)}") from exc
+
+    # -- lifetime ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        """The ``user_version`` of the open database."""
+        return self._read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- conversations -------------------------------------------------------
+
+    def create_conversation(
+        self,
+        title: str = "New chat",
+        system_prompt: str = "",
+        model: str = "",
+        sampling: dict[str, Any] | None = None,
+    ) -> Conversation:
+        sampling = dict(sampling or {})
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO conversations"
+                " (title, created, updated, system_prompt, model, sampling)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (title, now, now, system_prompt, model, json.dumps(sampling)),
+            )
+            return int(cursor.lastrowid or 0)
+
+        new_id = self._write(insert)
+        return Conversation(new_id, title, now, now, system_prompt, model, sampling)
+
+    def get_conversation(self, conversation_id: int) -> Conversation | None:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT * FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+        )
+        return _conversation(row) if row is not None else None
+
+    def list_conversations(self, search: str = "") -> list[Conversation]:
+        """Most recently updated first.
+
+        A non-empty ``search`` keeps conversations whose title or any message
+        contains it, ignoring case; ``%`` and ``_`` match literally.
+        """
+        if not search:
+            sql = "SELECT * FROM conversations ORDER BY updated DESC, id DESC"
+            params: tuple[Any, ...] = ()
+        elif search.isascii():
+            # LIKE folds ASCII case and can use no index anyway; it is the
+            # fast path for the common case.
+            pattern = f"%{_escape_like(search)}%"
+            sql = (
+                "SELECT * FROM conversations AS c"
+                " WHERE c.title LIKE ?1 ESCAPE '\\'"
+                " OR EXISTS (SELECT 1 FROM messages AS m WHERE m.conversation_id = c.id"
+                "            AND m.content LIKE ?1 ESCAPE '\\')"
+                " ORDER BY c.updated DESC, c.id DESC"
+            )
+            params = (pattern,)
+        else:
+            # LIKE only folds ASCII; Python folds the rest ("Ä" matches "ä").
+            sql = (
+                "SELECT * FROM conversations AS c"
+                " WHERE triptych_contains(c.title, ?1)"
+                " OR EXISTS (SELECT 1 FROM messages AS m WHERE m.conversation_id = c.id"
+                "            AND triptych_contains(m.content, ?1))"
+                " ORDER BY c.updated DESC, c.id DESC"
+            )
+            params = (search,)
+        rows = self._read(lambda c: c.execute(sql, params).fetchall())
+        return [_conversation(row) for row in rows]
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        """Change the title (does not move the conversation up the list)."""
+        self._write(
+            lambda c: c.execute(
+                "UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id)
+            )
+        )
+
+    def update_conversation(
+        self,
+        conversation_id: int,
+        *,
+        system_prompt: str | None = None,
+        model: str | None = None,
+        sampling: dict[str, Any] | None = None,
+    ) -> None:
+        """Change only the given fields (does not move it up the list)."""
+        changes: dict[str, Any] = {}
+        if system_prompt is not None:
+            changes["system_prompt"] = system_prompt
+        if model is not None:
+            changes["model"] = model
+        if sampling is not None:
+            changes["sampling"] = json.dumps(sampling)
+        if not changes:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        self._write(
+            lambda c: c.execute(
+                f"UPDATE conversations SET {assignments} WHERE id = ?",
+                (*changes.values(), conversation_id),
+            )
+        )
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        """Delete the conversation and (by cascade) its messages."""
+        self._write(
+            lambda c: c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        )
+
+    # -- messages --------------------------------------------------------------
+
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        state: str = "complete",
+        stats: dict[str, Any] | None = None,
+    ) -> Message:
+        _check_role(role)
+        _check_state(state)
+        stats_json = json.dumps(stats) if stats is not None else None
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> int:
+            touched = conn.execute(
+                "UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id)
+            ).rowcount
+            if not touched:
+                raise StoreError(
+                    f"could not save to {self.path}: conversation {conversation_id} "
+                    "no longer exists"
+                )
+            cursor = conn.execute(
+                "INSERT INTO messages"
+                " (conversation_id, role, content, state, created, updated, stats)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, state, now, now, stats_json),
+            )
+            return int(cursor.lastrowid or 0)
+
+        new_id = self._write(insert)
+        return Message(new_id, conversation_id, role, content, state, now, now, stats)
+
+    def update_message(
+        self,
+        message_id: int,
+        content: str | None = None,
+        state: str | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        """Change the given fields; a message that no longer exists is ignored."""
+        changes: dict[str, Any] = {}
+        if content is not None:
+            changes["content"] = content
+        if state is not None:
+            _check_state(state)
+            changes["state"] = state
+        if stats is not None:
+            changes["stats"] = json.dumps(stats)
+        if not changes:
+            return
+        now = time.time()
+        changes["updated"] = now
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+
+        def update(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT conversation_id FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                return
+            conn.execute(
+                f"UPDATE messages SET {assignments} WHERE id = ?",
+                (*changes.values(), message_id),
+            )
+            conn.execute(
+                "UPDATE conversations SET updated = ? WHERE id = ?",
+                (now, row["conversation_id"]),
+            )
+
+        self._write(update)
+
+    def get_message(self, message_id: int) -> Message | None:
+        row = self._read(
+            lambda c: c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        )
+        return _message(row) if row is not None else None
+
+    def list_messages(
+        self,
+        conversation_id: int,
+        limit: int | None = None,
+        before_id: int | None = None,
+    ) -> list[Message]:
+        """Messages in chronological order.
+
+        With ``before_id`` only messages older than that id; with ``limit``
+        only the last ``limit`` of those (for paging backwards through history).
+        """
+        where = "conversation_id = ?"
+        params: list[Any] = [conversation_id]
+        if before_id is not None:
+            where += " AND id < ?"
+            params.append(before_id)
+        if limit is None:
+            sql = f"SELECT * FROM messages WHERE {where} ORDER BY id"
+        else:
+            sql = (
+                f"SELECT * FROM (SELECT * FROM messages WHERE {where} ORDER BY id DESC LIMIT ?)"
+                " ORDER BY id"
+            )
+            params.append(max(0, limit))
+        rows = self._read(lambda c: c.execute(sql, params).fetchall())
+        return [_message(row) for row in rows]
+
+    def count_messages(self, conversation_id: int) -> int:
+        return self._read(
+            lambda c: c.execute(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()[0]
+        )
+
+    def delete_messages_from(self, conversation_id: int, message_id: int) -> int:
+        """Delete ``message_id`` and every later message of the conversation.
+
+        Returns how many messages went.
+        """
+        now = time.time()
+
+        def delete(conn: sqlite3.Connection) -> int:
+            count = conn.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
+                (conversation_id, message_id),
+            ).rowcount
+            if count:
+                conn.execute(
+                    "UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id)
+                )
+            return count
+
+        return self._write(delete)
+
+    def mark_interrupted(self, older_than_s: float = 5.0) -> int:
+        """Turn replies left 'streaming' by a crash into 'interrupted'.
+
+        Only messages not written for ``older_than_s`` seconds are touched, so
+        a reply another running instance is still streaming (it writes every
+        half second or so) keeps going. Their ``updated`` time stays that of
+        the last real write. Returns how many messages changed.
+        """
+        cutoff = time.time() - older_than_s
+        return self._write(
+            lambda c: (
+                c.execute(
+                    "UPDATE messages SET state = 'interrupted'"
+                    " WHERE state = 'streaming' AND updated <= ?",
+                    (cutoff,),
+                ).rowcount
+            )
+        )

@@ -1,0 +1,299 @@
+"""The conversation log.
+
+Long chats stay fast because (1) each message is ONE widget rendering a Rich
+Markdown renderable, not a tree of Markdown block widgets, (2) only a window of
+the most recent messages is mounted (older ones load on request), and (3) a
+streaming reply re-renders at most ``REFRESH_HZ`` times a second no matter how
+fast tokens arrive.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markdown import Markdown
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import Static
+
+REFRESH_HZ = 20
+WINDOW = 40
+"""Messages mounted at once; older ones are loaded when the user asks for them."""
+
+CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def code_blocks(markdown: str) -> list[str]:
+    """The fenced code blocks of a Markdown text, in order (an unclosed one counts)."""
+    return [block.rstrip("\n") for block in CODE_BLOCK.findall(markdown) if block.strip()]
+
+
+@dataclass
+class MessageData:
+    """What the log needs to show one message (store-independent)."""
+
+    id: int
+    role: str
+    content: str
+    state: str = "complete"
+    stats: dict[str, Any] | None = field(default=None)
+
+
+ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System", "error": "Error"}
+
+
+def format_stats(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return ""
+    parts = [f"{stats.get('tokens', 0)} tokens"]
+    if stats.get("tokens_per_s"):
+        parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
+    if "ttft_s" in stats:
+        parts.append(f"first token {stats['ttft_s']:.2f}s")
+    if stats.get("seed", -1) >= 0:
+        parts.append(f"seed {stats['seed']}")
+    return " · ".join(parts)
+
+
+class MessageView(Static):
+    """One message: a header line and its Markdown body."""
+
+    DEFAULT_CSS = """
+    MessageView {
+        padding: 0 1;
+        margin: 0 0 1 0;
+    }
+    MessageView.-user { background: $boost; }
+    MessageView.-error { color: $error; }
+    MessageView.-selected { background: $primary 20%; }
+    """
+
+    def __init__(self, data: MessageData) -> None:
+        self.data = data
+        self._dirty = False
+        self._last_render = 0.0
+        super().__init__(self._renderable(), classes=f"-{data.role}")
+
+    def _renderable(self) -> RenderableType:
+        data = self.data
+        header = Text(ROLE_LABELS.get(data.role, data.role), style="bold")
+        note = {
+            "streaming": " …",
+            "stopped": " (stopped)",
+            "interrupted": " (interrupted)",
+            "error": " (failed)",
+        }.get(data.state, "")
+        if note:
+            header.append(note, style="italic")
+        stats = format_stats(data.stats)
+        if stats:
+            header.append("  " + stats, style="dim")
+        if data.role == "error":
+            return Group(header, Text(data.content))
+        body = data.content if data.content else ("…" if data.state == "streaming" else "")
+        return Group(header, Markdown(body, code_theme="monokai", hyperlinks=False))
+
+    def set_data(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.data, key, value)
+        self._dirty = False
+        self.update(self._renderable())
+
+    def append(self, text: str) -> None:
+        """Add streamed text; the re-render is throttled to REFRESH_HZ."""
+        self.data.content += text
+        if self._dirty:
+            return
+        self._dirty = True
+        wait = max(0.0, self._last_render + 1 / REFRESH_HZ - time.monotonic())
+        self.set_timer(wait, self._flush)
+
+    def _flush(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        self._last_render = time.monotonic()
+        log = self.parent
+        follow = isinstance(log, MessageLog) and log.is_near_bottom
+        self.update(self._renderable())
+        if follow and isinstance(log, MessageLog):
+            log.call_after_refresh(log.scroll_end, animate=False)
+
+
+class MessageLog(VerticalScroll, can_focus=True):
+    """Scrollable list of MessageViews with a selection for copying and editing."""
+
+    BINDINGS = [
+        Binding("up,k", "select(-1)", "Previous message", id="log.previous", show=False),
+        Binding("down,j", "select(1)", "Next message", id="log.next", show=False),
+        Binding("y", "copy_message", "Copy message", id="log.copy", tooltip="Copy the message"),
+        Binding(
+            "c",
+            "copy_code",
+            "Copy code",
+            id="log.copy_code",
+            tooltip="Copy a code block of the message (again: the next block)",
+        ),
+        Binding(
+            "home",
+            "load_earlier",
+            "Earlier messages",
+            id="log.earlier",
+            tooltip="Load earlier messages of a long conversation",
+        ),
+        Binding("end", "scroll_end", "Last message", id="log.end", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    MessageLog { height: 1fr; scrollbar-size-vertical: 1; }
+    MessageLog > #earlier { color: $text-muted; padding: 0 1; }
+    MessageLog:focus { background-tint: $foreground 3%; }
+    """
+
+    class EarlierRequested(Message):
+        """The user wants older messages than those mounted."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.hidden_before = 0
+        self.selected: int | None = None
+        self._code_cursor = 0
+
+    @property
+    def is_near_bottom(self) -> bool:
+        return self.scroll_y >= self.max_scroll_y - 2
+
+    @property
+    def views(self) -> list[MessageView]:
+        return list(self.query_children(MessageView))
+
+    def _earlier_label(self) -> Static:
+        return Static(f"↑ {self.hidden_before} earlier messages — Home loads more", id="earlier")
+
+    async def show(self, messages: list[MessageData], hidden_before: int = 0) -> None:
+        """Replace the content with these messages (the newest window)."""
+        self.selected = None
+        self.hidden_before = hidden_before
+        await self.remove_children()
+        widgets: list[Static] = [MessageView(m) for m in messages]
+        if hidden_before:
+            widgets.insert(0, self._earlier_label())
+        await self.mount_all(widgets)
+        self.scroll_end(animate=False)
+
+    async def prepend(self, messages: list[MessageData], hidden_before: int) -> None:
+        """Insert older messages at the top."""
+        earlier = self.query("#earlier")
+        await earlier.remove()
+        self.hidden_before = hidden_before
+        views = self.views
+        widgets: list[Static] = [MessageView(m) for m in messages]
+        if hidden_before:
+            widgets.insert(0, self._earlier_label())
+        if views:
+            await self.mount_all(widgets, before=views[0])
+        else:
+            await self.mount_all(widgets)
+        if self.selected is not None:
+            self.selected += len(messages)
+
+    async def add(self, message: MessageData) -> MessageView:
+        follow = self.is_near_bottom
+        view = MessageView(message)
+        await self.mount(view)
+        # Keep the widget count bounded in a long session.
+        views = self.views
+        excess = len(views) - WINDOW * 2
+        if excess > 0 and self.selected is None:
+            await self.remove_children(views[:excess])
+            self.hidden_before += excess
+            if not self.query("#earlier"):
+                await self.mount(self._earlier_label(), before=self.views[0])
+            else:
+                self.query_one("#earlier", Static).update(
+                    f"↑ {self.hidden_before} earlier messages — Home loads more"
+                )
+        if follow:
+            self.scroll_end(animate=False)
+        return view
+
+    def view_for(self, message_id: int) -> MessageView | None:
+        for view in self.views:
+            if view.data.id == message_id:
+                return view
+        return None
+
+    async def remove_from(self, message_id: int) -> None:
+        """Remove this message's view and all after it."""
+        views = self.views
+        for index, view in enumerate(views):
+            if view.data.id == message_id:
+                await self.remove_children(views[index:])
+                break
+        self.selected = None
+
+    # --- selection and copying ------------------------------------------------
+
+    def _apply_selection(self) -> None:
+        for index, view in enumerate(self.views):
+            view.set_class(index == self.selected, "-selected")
+        if self.selected is not None:
+            self.views[self.selected].scroll_visible(animate=False)
+
+    def action_select(self, delta: int) -> None:
+        views = self.views
+        if not views:
+            return
+        if self.selected is None:
+            self.selected = len(views) - 1
+        else:
+            if delta < 0 and self.selected == 0 and self.hidden_before:
+                self.post_message(self.EarlierRequested())
+                return
+            self.selected = max(0, min(len(views) - 1, self.selected + delta))
+        self._code_cursor = 0
+        self._apply_selection()
+
+    def selected_message(self) -> MessageData | None:
+        views = self.views
+        if self.selected is not None and self.selected < len(views):
+            return views[self.selected].data
+        for view in reversed(views):
+            if view.data.role == "assistant":
+                return view.data
+        return views[-1].data if views else None
+
+    def action_copy_message(self) -> None:
+        message = self.selected_message()
+        if message is None or not message.content:
+            self.notify("Nothing to copy", severity="warning")
+            return
+        self.app.copy_to_clipboard(message.content)
+        self.notify(f"Copied the message ({len(message.content)} characters)")
+
+    def action_copy_code(self) -> None:
+        message = self.selected_message()
+        blocks = code_blocks(message.content) if message else []
+        if not blocks:
+            self.notify("No code block in this message", severity="warning")
+            return
+        index = self._code_cursor % len(blocks)
+        self._code_cursor += 1
+        self.app.copy_to_clipboard(blocks[index])
+        self.notify(f"Copied code block {index + 1} of {len(blocks)}")
+
+    def action_load_earlier(self) -> None:
+        if self.hidden_before:
+            self.post_message(self.EarlierRequested())
+        else:
+            self.scroll_home(animate=False)
+
+    def on_blur(self) -> None:
+        self.selected = None
+        self._apply_selection()

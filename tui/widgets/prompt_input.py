@@ -1,0 +1,66 @@
+"""Multi-line prompt: Enter sends, Ctrl+J (or Alt/Shift+Enter) inserts a newline."""
+
+from __future__ import annotations
+
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import TextArea
+
+NEWLINE_KEYS = ("ctrl+j", "shift+enter", "alt+enter")
+
+
+class PromptInput(TextArea):
+    """The chat input. Posts PromptInput.Submitted on Enter."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "Send", id="prompt.send", tooltip="Send the message"),
+        Binding(
+            "ctrl+j",
+            "newline",
+            "Newline",
+            id="prompt.newline",
+            tooltip="Insert a newline (also Alt+Enter, or Shift+Enter where the terminal sends it)",
+        ),
+    ]
+
+    class Submitted(Message):
+        """The user pressed Enter in the prompt."""
+
+        def __init__(self, prompt: PromptInput, text: str) -> None:
+            super().__init__()
+            self.prompt = prompt
+            self.text = text
+
+        @property
+        def control(self) -> PromptInput:
+            return self.prompt
+
+    def __init__(self, *, id: str | None = None, placeholder: str = "") -> None:
+        super().__init__(
+            id=id,
+            soft_wrap=True,
+            show_line_numbers=False,
+            tab_behavior="focus",
+            placeholder=placeholder,
+            compact=True,
+        )
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.action_submit()
+            return
+        if event.key in NEWLINE_KEYS:
+            event.stop()
+            event.prevent_default()
+            self.action_newline()
+            return
+        await super()._on_key(event)
+
+    def action_submit(self) -> None:
+        self.post_message(self.Submitted(self, self.text))
+
+    def action_newline(self) -> None:
+        self.insert("\n")
