@@ -14,12 +14,15 @@ class PromptInput(TextArea):
     """The chat input. Posts PromptInput.Submitted on Enter."""
 
     BINDINGS = [
-        Binding("enter", "submit", "Send", id="prompt.send", tooltip="Send the message"),
+        Binding(
+            "enter", "submit", "Send", id="prompt.send", show=False, tooltip="Send the message"
+        ),
         Binding(
             "ctrl+j",
             "newline",
             "Newline",
             id="prompt.newline",
+            show=False,
             tooltip="Insert a newline (also Alt+Enter, or Shift+Enter where the terminal sends it)",
         ),
     ]

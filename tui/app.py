@@ -1,0 +1,124 @@
+"""The Triptych application: panels as modes, global keys, command palette."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.theme import Theme
+
+from tui import locations
+from tui.config import Settings
+from tui.engines.host import EngineHost
+from tui.keys import KeySection, describe
+from tui.screens.chat import ChatScreen
+from tui.screens.help import HelpScreen
+from tui.store import Store
+from tui.themes import bundled_themes
+from tui.widgets.conversation_list import ConversationList
+from tui.widgets.message_log import MessageLog
+from tui.widgets.prompt_input import PromptInput
+
+PANELS = {"chat": ChatScreen}
+"""One mode per panel; Imagine, Listen and Models join here."""
+
+
+class TriptychApp(App[None]):
+    """Keyboard-driven local AI: Chat (F2)."""
+
+    TITLE = "Triptych"
+    CSS_PATH = "app.tcss"
+    MODES = PANELS
+    DEFAULT_MODE = "chat"
+    BINDINGS = [
+        Binding("f1", "help", "Help", id="app.help", tooltip="Show every key"),
+        Binding("f2", "switch_mode('chat')", "Chat", id="app.chat", tooltip="The Chat panel"),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            id="app.quit",
+            priority=True,
+            tooltip="Quit Triptych (a reply in progress is saved)",
+        ),
+        Binding(
+            "ctrl+p", "command_palette", "Commands", id="app.palette", tooltip="Command palette"
+        ),
+    ]
+
+    def __init__(
+        self,
+        *,
+        chat_model: str | None = None,
+        settings: Settings | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.settings = settings or Settings.load()
+        self.store = store or Store()
+        self.chat_model_override = chat_model
+        self.chat_host = EngineHost("chat", log_dir=locations.logs_dir())
+        self._themes: list[Theme] = bundled_themes()
+        super().__init__()
+        for theme in self._themes:
+            self.register_theme(theme)
+        if self.settings.theme in self.available_themes:
+            self.theme = self.settings.theme
+        else:
+            self.theme = "triptych-dark"
+
+    def on_mount(self) -> None:
+        self.store.mark_interrupted()
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def _theme_changed(self, theme: Theme) -> None:
+        if self.settings.theme != theme.name:
+            self.settings.theme = theme.name
+            try:
+                self.settings.save()
+            except OSError as error:
+                self.notify(f"could not save settings: {error}", severity="error")
+
+    async def on_unmount(self) -> None:
+        self.chat_host.shutdown()
+
+    async def action_quit(self) -> None:
+        if self.chat_host.busy:
+            self.chat_host.cancel(grace_s=0.3)
+        self.exit()
+
+    # --- help and command palette --------------------------------------------------
+
+    def key_sections(self) -> list[KeySection]:
+        """All bindings, grouped by where they work."""
+        keymap = dict(self._keymap) if getattr(self, "_keymap", None) else None
+        return [
+            describe("Everywhere", self.BINDINGS, keymap),
+            describe("Chat", ChatScreen.BINDINGS, keymap),
+            describe("Chat: prompt", PromptInput.BINDINGS, keymap),
+            describe("Chat: messages (Tab to reach)", MessageLog.BINDINGS, keymap),
+            describe("Chat: conversation list", ConversationList.BINDINGS, keymap),
+        ]
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.key_sections()))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "Show every key (F1)", self.action_help)
+        yield SystemCommand(
+            "Chat", "Switch to the Chat panel (F2)", lambda: self.switch_mode("chat")
+        )
+        if isinstance(screen, ChatScreen):
+            for section, target in (
+                (describe("", ChatScreen.BINDINGS), screen),
+                (describe("", MessageLog.BINDINGS), screen.query_one(MessageLog)),
+            ):
+                for entry in section.entries:
+                    yield SystemCommand(
+                        f"Chat: {entry.description}",
+                        f"{entry.tooltip or entry.description} ({entry.keys})",
+                        lambda action=entry.action, node=target: node.run_action(action),
+                    )

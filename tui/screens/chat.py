@@ -1,0 +1,593 @@
+"""The Chat panel: conversations with a local LLM."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input, OptionList, Static
+from textual.worker import Worker, WorkerState
+
+from tui import models
+from tui.config import Sampling
+from tui.engines import protocol as p
+from tui.screens.chat_settings import ChatSettingsScreen, ConversationSettings
+from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
+from tui.store import Conversation, StoreError
+from tui.store import Message as StoredMessage
+from tui.widgets.conversation_list import ConversationList
+from tui.widgets.message_log import WINDOW, MessageData, MessageLog, MessageView, format_stats
+from tui.widgets.prompt_input import PromptInput
+
+if TYPE_CHECKING:
+    from tui.app import TriptychApp
+
+SAVE_INTERVAL_S = 0.5
+"""A streamed reply is written to the database at least this often."""
+
+NEW_TITLE = "New chat"
+
+
+def _as_data(message: StoredMessage) -> MessageData:
+    return MessageData(message.id, message.role, message.content, message.state, message.stats)
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line[:40] + ("…" if len(line) > 40 else "")
+
+
+class ChatScreen(Screen[None]):
+    """Conversation list, message log and prompt."""
+
+    CSS_PATH = "chat.tcss"
+
+    BINDINGS = [
+        Binding(
+            "escape",
+            "stop",
+            "Stop",
+            id="chat.stop",
+            priority=True,
+            tooltip="Stop the reply being generated (or cancel an edit)",
+        ),
+        Binding(
+            "ctrl+n", "new_conversation", "New", id="chat.new", tooltip="Start a new conversation"
+        ),
+        Binding(
+            "ctrl+r",
+            "regenerate",
+            "Regenerate",
+            id="chat.regenerate",
+            tooltip="Generate the last reply again",
+        ),
+        Binding(
+            "ctrl+g",
+            "edit_last",
+            "Edit last",
+            id="chat.edit_last",
+            show=False,
+            tooltip="Edit your last message and send it again",
+        ),
+        Binding(
+            "ctrl+o",
+            "settings",
+            "Settings",
+            id="chat.settings",
+            tooltip="System prompt, model and sampling of this conversation",
+        ),
+        Binding(
+            "ctrl+t",
+            "rename",
+            "Rename",
+            id="chat.rename",
+            show=False,
+            tooltip="Rename this conversation",
+        ),
+        Binding(
+            "f8",
+            "delete_conversation",
+            "Delete chat",
+            id="chat.delete",
+            show=False,
+            tooltip="Delete this conversation (asks first)",
+        ),
+        Binding(
+            "ctrl+f",
+            "search",
+            "Search",
+            id="chat.search",
+            show=False,
+            tooltip="Search conversations by title and text",
+        ),
+        Binding(
+            "ctrl+l",
+            "focus_list",
+            "Conversations",
+            id="chat.list",
+            show=False,
+            tooltip="Move to the conversation list",
+        ),
+        Binding(
+            "ctrl+b",
+            "toggle_sidebar",
+            "Sidebar",
+            id="chat.sidebar",
+            show=False,
+            tooltip="Show or hide the conversation list",
+        ),
+        Binding(
+            "ctrl+y",
+            "copy_reply",
+            "Copy reply",
+            id="chat.copy",
+            show=False,
+            tooltip="Copy the selected message, or the last reply",
+        ),
+    ]
+
+    generating: reactive[bool] = reactive(False)
+
+    class EngineEvent(Message):
+        """An event streamed from the chat engine process."""
+
+        def __init__(self, event: Any) -> None:
+            super().__init__()
+            self.event = event
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conversation: Conversation | None = None
+        self.editing_id: int | None = None
+        self.reply_id: int | None = None
+        self.reply_text = ""
+        self.reply_view: MessageView | None = None
+        self._last_save = 0.0
+
+    @property
+    def tapp(self) -> TriptychApp:
+        return self.app  # type: ignore[return-value]
+
+    # --- layout -----------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="sidebar"):
+                yield Input(placeholder="Search (Ctrl+F)", id="search")
+                yield ConversationList(id="conversations")
+            with Vertical(id="main"):
+                yield Static("", id="chat-header")
+                yield MessageLog(id="log")
+                yield PromptInput(id="prompt", placeholder="Message (Enter sends, Ctrl+J newline)")
+                yield Static("", id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.refresh_list()
+        conversations = self.tapp.store.list_conversations()
+        if conversations:
+            await self.open_conversation(conversations[0].id)
+        else:
+            self._update_header()
+        self.query_one(PromptInput).focus()
+
+    # --- conversations ------------------------------------------------------------
+
+    def refresh_list(self) -> None:
+        search = self.query_one("#search", Input).value
+        try:
+            conversations = self.tapp.store.list_conversations(search)
+        except StoreError as error:
+            self.notify(str(error), severity="error")
+            return
+        current = self.conversation.id if self.conversation else None
+        self.query_one(ConversationList).show([(c.id, c.title) for c in conversations], current)
+
+    async def open_conversation(self, conversation_id: int) -> None:
+        if self.generating:
+            self.notify("A reply is still being generated: Esc stops it", severity="warning")
+            return
+        conversation = self.tapp.store.get_conversation(conversation_id)
+        if conversation is None:
+            self.refresh_list()
+            return
+        self.conversation = conversation
+        self.editing_id = None
+        store = self.tapp.store
+        total = store.count_messages(conversation.id)
+        messages = store.list_messages(conversation.id, limit=WINDOW)
+        await self.query_one(MessageLog).show(
+            [_as_data(m) for m in messages], hidden_before=total - len(messages)
+        )
+        self._update_header()
+        self._set_status("")
+
+    def _new_conversation(self) -> Conversation:
+        settings = self.tapp.settings
+        model = self.tapp.chat_model_override or ""
+        return self.tapp.store.create_conversation(
+            title=NEW_TITLE,
+            system_prompt=settings.system_prompt,
+            model=model,
+            sampling=vars(settings.sampling).copy(),
+        )
+
+    async def action_new_conversation(self) -> None:
+        if self.generating:
+            self.notify("A reply is still being generated: Esc stops it", severity="warning")
+            return
+        self.conversation = None
+        self.editing_id = None
+        await self.query_one(MessageLog).show([])
+        self.refresh_list()
+        self._update_header()
+        self._set_status("New conversation: type a message")
+        self.query_one(PromptInput).focus()
+
+    def _model_path(self, conversation: Conversation | None) -> str:
+        spec = (conversation.model if conversation else "") or (
+            self.tapp.chat_model_override or self.tapp.settings.chat_model
+        )
+        return str(models.resolve_chat_model(spec))
+
+    def _update_header(self) -> None:
+        conversation = self.conversation
+        title = conversation.title if conversation else NEW_TITLE
+        model = self._model_path(conversation).rsplit("/", 1)[-1]
+        self.query_one("#chat-header", Static).update(f"[b]{title}[/b]  [dim]{model}[/dim]")
+
+    def _set_status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    @on(OptionList.OptionSelected, "#conversations")
+    async def _conversation_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option_id is not None:
+            await self.open_conversation(int(event.option_id))
+            self.query_one(PromptInput).focus()
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self) -> None:
+        self.refresh_list()
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self) -> None:
+        conversations = self.query_one(ConversationList)
+        conversations.focus()
+        if conversations.option_count:
+            conversations.highlighted = 0
+
+    def action_search(self) -> None:
+        self._show_sidebar(True)
+        self.query_one("#search", Input).focus()
+
+    def action_focus_list(self) -> None:
+        self._show_sidebar(True)
+        self.query_one(ConversationList).focus()
+
+    def _show_sidebar(self, visible: bool) -> None:
+        self.query_one("#sidebar").display = visible
+
+    def action_toggle_sidebar(self) -> None:
+        sidebar = self.query_one("#sidebar")
+        sidebar.display = not sidebar.display
+        if not sidebar.display:
+            self.query_one(PromptInput).focus()
+
+    def _target_conversation(self) -> Conversation | None:
+        """The conversation highlighted in the list when it has focus, else the open one."""
+        listing = self.query_one(ConversationList)
+        if listing.has_focus and listing.highlighted is not None:
+            option = listing.get_option_at_index(listing.highlighted)
+            if option.id is not None:
+                return self.tapp.store.get_conversation(int(option.id))
+        return self.conversation
+
+    @work(exclusive=True, group="dialog")
+    async def action_rename(self) -> None:
+        conversation = self._target_conversation()
+        if conversation is None:
+            self.notify("No conversation to rename", severity="warning")
+            return
+        title = await self.app.push_screen_wait(
+            TextPromptScreen("Rename conversation", conversation.title)
+        )
+        if title:
+            self.tapp.store.rename_conversation(conversation.id, title)
+            if self.conversation and self.conversation.id == conversation.id:
+                self.conversation.title = title
+                self._update_header()
+            self.refresh_list()
+
+    @work(exclusive=True, group="dialog")
+    async def action_delete_conversation(self) -> None:
+        conversation = self._target_conversation()
+        if conversation is None:
+            self.notify("No conversation to delete", severity="warning")
+            return
+        if self.generating and self.conversation and conversation.id == self.conversation.id:
+            self.notify("Stop the reply (Esc) before deleting", severity="warning")
+            return
+        count = self.tapp.store.count_messages(conversation.id)
+        confirmed = await self.app.push_screen_wait(
+            ConfirmScreen(f"Delete “{conversation.title}” and its {count} messages?")
+        )
+        if not confirmed:
+            return
+        self.tapp.store.delete_conversation(conversation.id)
+        self.notify(f"Deleted “{conversation.title}”")
+        if self.conversation and self.conversation.id == conversation.id:
+            remaining = self.tapp.store.list_conversations()
+            if remaining:
+                await self.open_conversation(remaining[0].id)
+            else:
+                await self.action_new_conversation()
+        self.refresh_list()
+
+    @work(exclusive=True, group="dialog")
+    async def action_settings(self) -> None:
+        conversation = self.conversation
+        if conversation is not None:
+            current = ConversationSettings(
+                conversation.system_prompt,
+                conversation.model,
+                Sampling.from_dict(conversation.sampling),
+            )
+        else:
+            settings = self.tapp.settings
+            current = ConversationSettings(
+                settings.system_prompt,
+                self.tapp.chat_model_override or "",
+                Sampling.from_dict(vars(settings.sampling)),
+            )
+        result = await self.app.push_screen_wait(ChatSettingsScreen(current))
+        if result is None:
+            return
+        if self.conversation is None:
+            self.conversation = self._new_conversation()
+        self.tapp.store.update_conversation(
+            self.conversation.id,
+            system_prompt=result.system_prompt,
+            model=result.model,
+            sampling=vars(result.sampling),
+        )
+        self.conversation = self.tapp.store.get_conversation(self.conversation.id)
+        self.refresh_list()
+        self._update_header()
+        self.notify("Settings saved for this conversation")
+
+    # --- sending and generating -----------------------------------------------
+
+    @on(PromptInput.Submitted)
+    async def _prompt_submitted(self, event: PromptInput.Submitted) -> None:
+        text = event.text.strip()
+        if not text:
+            return
+        if self.generating:
+            self.notify("Wait for the reply or stop it with Esc", severity="warning")
+            return
+        store = self.tapp.store
+        try:
+            if self.conversation is None:
+                self.conversation = self._new_conversation()
+            conversation = self.conversation
+            log = self.query_one(MessageLog)
+            if self.editing_id is not None:
+                store.delete_messages_from(conversation.id, self.editing_id)
+                await log.remove_from(self.editing_id)
+                self.editing_id = None
+            if conversation.title == NEW_TITLE:
+                conversation.title = _title_from(text)
+                store.rename_conversation(conversation.id, conversation.title)
+            message = store.add_message(conversation.id, "user", text)
+        except StoreError as error:
+            self.notify(str(error), severity="error", timeout=10)
+            return
+        event.prompt.clear()
+        await log.add(_as_data(message))
+        self._update_header()
+        await self._start_reply()
+
+    async def _start_reply(self) -> None:
+        conversation = self.conversation
+        assert conversation is not None
+        store = self.tapp.store
+        request = self._build_request(conversation, store.list_messages(conversation.id))
+        log = self.query_one(MessageLog)
+        try:
+            models.read_gguf_info(request.model_path)
+        except models.ModelFileError as error:
+            await self._show_error(str(error))
+            return
+        reply = store.add_message(conversation.id, "assistant", "", state="streaming")
+        self.reply_id = reply.id
+        self.reply_text = ""
+        self._last_save = time.monotonic()
+        self.reply_view = await log.add(_as_data(reply))
+        self.refresh_list()
+        self.generating = True
+        self._set_status("Generating… Esc stops")
+        self._run_request(request)
+
+    def _build_request(
+        self, conversation: Conversation, history: list[StoredMessage]
+    ) -> p.ChatRequest:
+        sampling = Sampling.from_dict(conversation.sampling)
+        messages = []
+        if conversation.system_prompt.strip():
+            messages.append(p.ChatMessage("system", conversation.system_prompt))
+        for message in history:
+            if (
+                message.role in ("user", "assistant")
+                and message.content
+                and message.state != "error"
+            ):
+                messages.append(p.ChatMessage(message.role, message.content))
+        settings = self.tapp.settings
+        return p.ChatRequest(
+            model_path=self._model_path(conversation),
+            messages=messages,
+            n_ctx=sampling.n_ctx,
+            n_threads=settings.threads,
+            gpu_layers=settings.gpu_layers,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+        )
+
+    @work(thread=True, exclusive=True, group="chat", exit_on_error=False)
+    def _run_request(self, request: p.ChatRequest) -> None:
+        for event in self.tapp.chat_host.submit(request):
+            self.post_message(self.EngineEvent(event))
+
+    def _save_reply(self, **fields: Any) -> None:
+        if self.reply_id is None:
+            return
+        try:
+            self.tapp.store.update_message(self.reply_id, **fields)
+        except StoreError as error:
+            self.notify(str(error), severity="error", timeout=10)
+
+    @on(EngineEvent)
+    async def _engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if isinstance(event, p.TokenGenerated):
+            self.reply_text += event.text
+            if self.reply_view is not None:
+                self.reply_view.append(event.text)
+            now = time.monotonic()
+            if now - self._last_save >= SAVE_INTERVAL_S:
+                self._last_save = now
+                self._save_reply(content=self.reply_text)
+        elif isinstance(event, p.ModelLoaded):
+            self._set_status(f"Loaded {event.model_path.rsplit('/', 1)[-1]} in {event.load_s:.1f}s")
+        elif isinstance(event, p.ContextTrimmed):
+            self.notify(
+                f"Left out the {event.dropped_messages} oldest messages to fit the context",
+                severity="warning",
+            )
+        elif isinstance(event, p.GenerationFinished):
+            await self._finish_reply(event)
+        elif isinstance(event, p.EngineFailed):
+            await self._fail_reply(event.message)
+
+    async def _finish_reply(self, event: p.GenerationFinished) -> None:
+        stats = vars(event.stats).copy() if event.stats.tokens or event.stats.elapsed_s else None
+        state = "stopped" if event.reason == "cancelled" else "complete"
+        self._save_reply(content=self.reply_text, state=state, stats=stats)
+        if self.reply_view is not None:
+            self.reply_view.set_data(content=self.reply_text, state=state, stats=stats)
+        note = {"cancelled": "Stopped. ", "length": "Reached the token limit. "}.get(
+            event.reason, ""
+        )
+        self._set_status(note + format_stats(stats))
+        self._end_reply()
+
+    async def _fail_reply(self, error: str) -> None:
+        if self.reply_id is not None:
+            if self.reply_text:
+                self._save_reply(content=self.reply_text, state="error")
+                if self.reply_view is not None:
+                    self.reply_view.set_data(content=self.reply_text, state="error")
+            else:
+                try:
+                    self.tapp.store.delete_messages_from(self.conversation.id, self.reply_id)
+                except StoreError:
+                    pass
+                await self.query_one(MessageLog).remove_from(self.reply_id)
+        self._end_reply()
+        await self._show_error(error)
+
+    async def _show_error(self, text: str) -> None:
+        conversation = self.conversation
+        data = MessageData(0, "error", text)
+        if conversation is not None:
+            try:
+                data = _as_data(self.tapp.store.add_message(conversation.id, "error", text))
+            except StoreError:
+                pass
+        await self.query_one(MessageLog).add(data)
+        self._set_status("")
+        self.notify(text, severity="error", timeout=8)
+
+    def _end_reply(self) -> None:
+        self.generating = False
+        self.reply_id = None
+        self.reply_view = None
+        self.refresh_list()
+
+    @on(Worker.StateChanged)
+    async def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "chat" and event.state == WorkerState.ERROR and self.generating:
+            await self._fail_reply(f"the chat engine failed: {event.worker.error}")
+
+    def action_stop(self) -> None:
+        if self.generating:
+            self.tapp.chat_host.cancel()
+            self._set_status("Stopping…")
+            return
+        if self.editing_id is not None:
+            self.editing_id = None
+            self.query_one(PromptInput).clear()
+            self._set_status("Edit cancelled")
+            return
+        search = self.query_one("#search", Input)
+        if search.has_focus and search.value:
+            search.value = ""
+            return
+        self.query_one(PromptInput).focus()
+
+    async def action_regenerate(self) -> None:
+        if self.generating or self.conversation is None:
+            return
+        store = self.tapp.store
+        messages = store.list_messages(self.conversation.id)
+        last_user = next((m for m in reversed(messages) if m.role == "user"), None)
+        if last_user is None:
+            self.notify("Nothing to regenerate yet", severity="warning")
+            return
+        after = [m for m in messages if m.id > last_user.id]
+        if after:
+            store.delete_messages_from(self.conversation.id, after[0].id)
+            await self.query_one(MessageLog).remove_from(after[0].id)
+        await self._start_reply()
+
+    def action_edit_last(self) -> None:
+        if self.generating or self.conversation is None:
+            return
+        messages = self.tapp.store.list_messages(self.conversation.id)
+        last_user = next((m for m in reversed(messages) if m.role == "user"), None)
+        if last_user is None:
+            self.notify("No message of yours to edit", severity="warning")
+            return
+        prompt = self.query_one(PromptInput)
+        prompt.text = last_user.content
+        prompt.move_cursor(prompt.document.end)
+        prompt.focus()
+        self.editing_id = last_user.id
+        self._set_status("Editing your last message: Enter resends, Esc cancels")
+
+    def action_copy_reply(self) -> None:
+        self.query_one(MessageLog).action_copy_message()
+
+    @on(MessageLog.EarlierRequested)
+    async def _load_earlier(self) -> None:
+        log = self.query_one(MessageLog)
+        views = log.views
+        if self.conversation is None or not views:
+            return
+        older = self.tapp.store.list_messages(
+            self.conversation.id, limit=WINDOW, before_id=views[0].data.id
+        )
+        hidden = max(0, log.hidden_before - len(older))
+        await log.prepend([_as_data(m) for m in older], hidden)

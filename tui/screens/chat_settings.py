@@ -1,0 +1,129 @@
+"""Per-conversation settings: system prompt, model and sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, TextArea
+
+from tui import models
+from tui.config import Sampling
+
+FIELD_LABELS = {
+    "temperature": "Temperature",
+    "top_p": "Top-p",
+    "top_k": "Top-k",
+    "min_p": "Min-p",
+    "repeat_penalty": "Repeat penalty",
+    "max_tokens": "Max tokens",
+    "n_ctx": "Context size",
+    "seed": "Seed (-1 random)",
+}
+
+DEFAULT_MODEL = ""
+
+
+@dataclass
+class ConversationSettings:
+    system_prompt: str
+    model: str
+    """Model path; empty means the app default."""
+    sampling: Sampling
+
+
+class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
+    """Edit one conversation's settings. Ctrl+S saves, Esc cancels."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="settings.cancel"),
+        Binding("ctrl+s", "save", "Save", id="settings.save"),
+    ]
+
+    def __init__(self, settings: ConversationSettings, models_dir: Path | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.models_dir = models_dir
+
+    def _model_options(self) -> list[tuple[str, str]]:
+        options = [("Default model", DEFAULT_MODEL)]
+        seen = {DEFAULT_MODEL}
+        for path in models.list_chat_models(self.models_dir):
+            if str(path) not in seen:
+                options.append((path.name, str(path)))
+                seen.add(str(path))
+        if self.settings.model not in seen:
+            options.append((Path(self.settings.model).name, self.settings.model))
+        return options
+
+    def compose(self) -> ComposeResult:
+        sampling = self.settings.sampling
+        with Vertical(classes="dialog wide", id="settings-dialog"):
+            yield Label("[b]Conversation settings[/b]  Ctrl+S saves · Esc cancels")
+            with VerticalScroll():
+                yield Label("System prompt")
+                yield TextArea(self.settings.system_prompt, id="system", soft_wrap=True)
+                yield Label("Model")
+                yield Select(
+                    self._model_options(),
+                    value=self.settings.model,
+                    allow_blank=False,
+                    id="model",
+                )
+                yield Input(placeholder="…or the path of another GGUF file", id="model-path")
+                with Grid(id="sampling"):
+                    for f in fields(Sampling):
+                        yield Label(FIELD_LABELS[f.name])
+                        yield Input(
+                            str(getattr(sampling, f.name)),
+                            id=f.name,
+                            type="integer" if f.type in ("int", int) else "number",
+                        )
+                yield Label("", id="error", classes="error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save", variant="primary", id="save")
+                yield Button("Cancel", id="cancel")
+
+    def _collect(self) -> ConversationSettings:
+        values = {}
+        for f in fields(Sampling):
+            text = self.query_one(f"#{f.name}", Input).value.strip()
+            try:
+                values[f.name] = int(text) if f.type in ("int", int) else float(text)
+            except ValueError:
+                raise ValueError(f"{FIELD_LABELS[f.name]}: {text!r} is not a number") from None
+        sampling = Sampling(**values)
+        sampling.validate()
+        model = self.query_one("#model-path", Input).value.strip()
+        if model:
+            path = models.resolve_chat_model(model, self.models_dir)
+            models.read_gguf_info(path)
+            model = str(path)
+        else:
+            model = str(self.query_one("#model", Select).value or DEFAULT_MODEL)
+        system = self.query_one("#system", TextArea).text
+        return ConversationSettings(system_prompt=system, model=model, sampling=sampling)
+
+    def action_save(self) -> None:
+        try:
+            result = self._collect()
+        except (ValueError, models.ModelFileError) as error:
+            self.query_one("#error", Label).update(str(error))
+            return
+        self.dismiss(result)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#save")
+    def _save_pressed(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
