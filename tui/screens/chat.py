@@ -167,7 +167,7 @@ class ChatScreen(Screen[None]):
                 yield MessageLog(id="log")
                 yield PromptInput(id="prompt", placeholder="Message (Enter sends, Ctrl+J newline)")
                 yield Static("", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         self.refresh_list()

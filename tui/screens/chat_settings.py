@@ -64,18 +64,25 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
     def compose(self) -> ComposeResult:
         sampling = self.settings.sampling
         with Vertical(classes="dialog wide", id="settings-dialog"):
-            yield Label("[b]Conversation settings[/b]  Ctrl+S saves · Esc cancels")
+            yield Label(
+                "[b]Conversation settings[/b]  Ctrl+S saves · Esc cancels", id="settings-title"
+            )
             with VerticalScroll():
                 yield Label("System prompt")
-                yield TextArea(self.settings.system_prompt, id="system", soft_wrap=True)
+                yield TextArea(
+                    self.settings.system_prompt, id="system", soft_wrap=True, compact=True
+                )
                 yield Label("Model")
                 yield Select(
                     self._model_options(),
                     value=self.settings.model,
                     allow_blank=False,
                     id="model",
+                    compact=True,
                 )
-                yield Input(placeholder="…or the path of another GGUF file", id="model-path")
+                yield Input(
+                    placeholder="…or the path of another GGUF file", id="model-path", compact=True
+                )
                 with Grid(id="sampling"):
                     for f in fields(Sampling):
                         yield Label(FIELD_LABELS[f.name])
@@ -83,11 +90,12 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
                             str(getattr(sampling, f.name)),
                             id=f.name,
                             type="integer" if f.type in ("int", int) else "number",
+                            compact=True,
                         )
                 yield Label("", id="error", classes="error")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save", variant="primary", id="save")
-                yield Button("Cancel", id="cancel")
+                yield Button("Save", variant="primary", id="save", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def _collect(self) -> ConversationSettings:
         values = {}

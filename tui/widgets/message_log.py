@@ -91,13 +91,17 @@ class MessageView(Static):
         }.get(data.state, "")
         if note:
             header.append(note, style="italic")
-        stats = format_stats(data.stats)
-        if stats:
-            header.append("  " + stats, style="dim")
         if data.role == "error":
             return Group(header, Text(data.content))
         body = data.content if data.content else ("…" if data.state == "streaming" else "")
-        return Group(header, Markdown(body, code_theme="monokai", hyperlinks=False))
+        parts: list[RenderableType] = [
+            header,
+            Markdown(body, code_theme="monokai", hyperlinks=False),
+        ]
+        stats = format_stats(data.stats)
+        if stats:
+            parts.append(Text(stats, style="dim"))
+        return Group(*parts)
 
     def set_data(self, **changes: Any) -> None:
         for key, value in changes.items():
