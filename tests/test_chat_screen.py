@@ -292,3 +292,20 @@ async def test_help_and_palette_list_every_action(app_dirs, chat_model):
             assert f"Chat: {binding.description}" in titles
         assert "Help" in titles and "Chat" in titles
         assert text
+
+
+async def test_keys_can_be_remapped_from_settings(app_dirs, chat_model):
+    settings = Settings()
+    settings.keymap = {"chat.new": "f9"}
+    store = Store()
+    conversation = store.create_conversation("Existing")
+    store.add_message(conversation.id, "user", "hi")
+    app = TriptychApp(chat_model=str(chat_model), settings=settings, store=store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert chat(app).conversation is not None
+        await pilot.press("f9")
+        await pilot.pause()
+        assert chat(app).conversation is None
+        sections = app.key_sections()
+        keys = {e.binding_id: e.keys for s in sections for e in s.entries}
+        assert keys["chat.new"] == "F9"

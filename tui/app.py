@@ -63,6 +63,8 @@ class TriptychApp(App[None]):
         super().__init__()
         for theme in self._themes:
             self.register_theme(theme)
+        if self.settings.keymap:
+            self.set_keymap(self.settings.keymap)
         if self.settings.theme in self.available_themes:
             self.theme = self.settings.theme
         else:

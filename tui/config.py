@@ -84,6 +84,8 @@ class Settings:
     """System prompt of new conversations."""
     sampling: Sampling = field(default_factory=Sampling)
     """Sampling defaults of new conversations."""
+    keymap: dict[str, str] = field(default_factory=dict)
+    """Remapped keys: binding id -> keys, e.g. {"chat.regenerate" = "ctrl+r,f5"}."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:
@@ -98,7 +100,7 @@ class Settings:
             data = {}
         settings = cls()
         for f in fields(cls):
-            if f.name == "sampling":
+            if f.name in ("sampling", "keymap"):
                 continue
             if f.name in data:
                 try:
@@ -111,6 +113,9 @@ class Settings:
                     setattr(settings, f.name, type(getattr(settings, f.name))(env))
                 except ValueError:
                     pass
+        keymap = data.get("keymap")
+        if isinstance(keymap, dict):
+            settings.keymap = {str(k): str(v) for k, v in keymap.items()}
         try:
             settings.sampling = Sampling.from_dict(data.get("sampling"))
         except (TypeError, ValueError):
