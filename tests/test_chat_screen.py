@@ -309,3 +309,15 @@ async def test_keys_can_be_remapped_from_settings(app_dirs, chat_model):
         sections = app.key_sections()
         keys = {e.binding_id: e.keys for s in sections for e in s.entries}
         assert keys["chat.new"] == "F9"
+
+
+async def test_quitting_mid_reply_keeps_the_text(app_dirs, chat_model):
+    app = make_app(chat_model, temperature=0.8, max_tokens=2000)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await send(pilot, "Write a very long story about a dragon.")
+        await wait_until(pilot, lambda: len(chat(app).reply_text) > 30, 30)
+        reply_id = chat(app).reply_id
+        await pilot.press("ctrl+q")
+    with Store() as store:
+        saved = store.get_message(reply_id)
+        assert saved.state == "stopped" and len(saved.content) > 30

@@ -178,6 +178,11 @@ class ChatScreen(Screen[None]):
             self._update_header()
         self.query_one(PromptInput).focus()
 
+    def on_unmount(self) -> None:
+        # Quitting mid-reply: keep what has streamed so far.
+        if self.reply_id is not None:
+            self._save_reply(content=self.reply_text, state="stopped")
+
     # --- conversations ------------------------------------------------------------
 
     def refresh_list(self) -> None:

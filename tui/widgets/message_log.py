@@ -115,8 +115,11 @@ class MessageView(Static):
         if self._dirty:
             return
         self._dirty = True
-        wait = max(0.0, self._last_render + 1 / REFRESH_HZ - time.monotonic())
-        self.set_timer(wait, self._flush)
+        wait = self._last_render + 1 / REFRESH_HZ - time.monotonic()
+        if wait > 0:
+            self.set_timer(wait, self._flush)
+        else:
+            self.call_later(self._flush)
 
     def _flush(self) -> None:
         if not self._dirty:
