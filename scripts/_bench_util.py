@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,44 @@ def print_json_summary(summary: dict[str, Any]) -> None:
         return value
 
     print(json.dumps(clean(summary), sort_keys=False), flush=True)
+
+
+class CpuWatch:
+    """How much CPU processes other than this one (and its waited-for children) took.
+
+    Reads /proc (Linux); elsewhere other_share() is NaN. Call other_share() after the
+    children were waited for, so their CPU time counts as ours.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float, float] | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+            own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+        busy = user + nice + system + irq + softirq
+        # Fields 14-17 of /proc/PID/stat (utime stime cutime cstime); index from after ')'.
+        mine = sum(int(v) for v in own[11:15])
+        return busy, float(mine), float(steal), time.monotonic()
+
+    def other_share(self) -> tuple[float, float]:
+        """(CPU share used by other processes, share stolen by the hypervisor), 0..1 each."""
+        end = self._sample()
+        if self.start is None or end is None:
+            return float("nan"), float("nan")
+        ticks = os.sysconf("SC_CLK_TCK")
+        wall = end[3] - self.start[3]
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cpus = os.cpu_count() or 1
+        capacity = wall * ticks * cpus
+        if capacity <= 0:
+            return float("nan"), float("nan")
+        other = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        return max(0.0, other / capacity), max(0.0, (end[2] - self.start[2]) / capacity)

@@ -70,8 +70,13 @@ class TriptychApp(App[None]):
         else:
             self.theme = "triptych-dark"
 
-    def on_mount(self) -> None:
+    def on_load(self) -> None:
+        # Before compose: the Chat screen mounts (and shows the open conversation)
+        # before App.on_mount runs, so marking there left a crashed reply shown as
+        # still streaming ("…") until it was opened again.
         self.store.mark_interrupted()
+
+    def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_changed)
 
     def _theme_changed(self, theme: Theme) -> None:

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--repeat-penalty", type=float, default=None)
     chat.add_argument("--ctx", type=int, default=None, help="context size in tokens")
     chat.add_argument("--seed", type=int, default=None)
-    chat.add_argument("--threads", type=int, default=None)
+    chat.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
     chat.add_argument(
         "--stats",
         action="store_true",
@@ -69,8 +69,10 @@ def run_chat(args: argparse.Namespace) -> int:
         sampling.validate()
     except ValueError as error:
         raise CliError(str(error)) from error
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    if not prompt.strip():
+    # Strip: `echo ... | triptych chat -` ends the prompt with a newline, which
+    # changes what small models answer.
+    prompt = (sys.stdin.read() if args.prompt == "-" else args.prompt).strip()
+    if not prompt:
         raise CliError("the prompt is empty")
     model_path = models.resolve_chat_model(args.chat_model or settings.chat_model)
     try:
@@ -146,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_chat(args)
         return run_tui(args)
     except CliError as error:
-        print(f"triptych: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # always exactly one line
+        print(f"triptych: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -42,12 +42,13 @@ class ChatEngine:
         key = (request.model_path, request.n_ctx, threads, request.gpu_layers)
         if self.llm is not None and self.key == key:
             return True
-        self._unload()
+        # Check the file before unloading: a bad pick keeps the loaded model.
         try:
             info = read_gguf_info(request.model_path)
         except ModelFileError as error:
             channel.emit(p.EngineFailed(str(error), "model", request.request_id))
             return False
+        self._unload()
         started = time.perf_counter()
         from llama_cpp import Llama  # imported here: only engine processes load it
 

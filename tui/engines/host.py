@@ -176,14 +176,22 @@ class EngineHost:
                 yield p.EngineFailed(message=str(error), kind="crash", request_id=request_id)
                 return
             self._active_id = request_id
+            completed = False
             try:
                 yield from self._events_until_done(request_id)
+                completed = True
             finally:
+                if not completed:
+                    # The caller stopped listening: stop the engine as well. What it
+                    # still sends for this request is skipped by the next one.
+                    self._send(p.Cancel(request_id=request_id))
                 self._active_id = 0
                 self._cancel_deadline = None
 
     def _events_until_done(self, request_id: int) -> Iterator[Any]:
-        assert self._events is not None and self._process is not None
+        # Local references: shutdown() may run in another thread meanwhile.
+        events, process = self._events, self._process
+        assert events is not None and process is not None
         while True:
             if self._cancel_deadline is not None and time.monotonic() > self._cancel_deadline:
                 self.kill()
@@ -191,15 +199,14 @@ class EngineHost:
                 yield p.GenerationFinished(reason="cancelled", request_id=request_id)
                 return
             try:
-                ready = self._events.poll(0.05)
-                event = self._events.recv() if ready else None
+                ready = events.poll(0.05)
+                event = events.recv() if ready else None
             except (EOFError, OSError):
                 event = None
                 ready = True
             if ready and event is None:
                 # The pipe closed: the engine died.
-                self._process.wait()
-                code = self._process.returncode
+                code = process.wait()
                 self._discard()
                 if self._cancel_deadline is not None:
                     yield p.GenerationFinished(reason="cancelled", request_id=request_id)
@@ -213,6 +220,8 @@ class EngineHost:
                 return
             if event is None:
                 continue
+            if getattr(event, "request_id", 0) not in (0, request_id):
+                continue  # left over from an earlier request whose caller stopped listening
             if isinstance(event, p.ModelLoaded):
                 self.loaded_model = event.model_path
             yield event
@@ -224,11 +233,16 @@ class EngineHost:
         if not self._active_id:
             return
         self._cancel_deadline = time.monotonic() + grace_s
-        try:
-            if self._requests is not None:
-                self._requests.send(p.Cancel(request_id=self._active_id))
-        except OSError:
-            pass
+        self._send(p.Cancel(request_id=self._active_id))
+
+    def _send(self, message: Any) -> None:
+        """Best effort: a dead engine is noticed (and reported) by the event loop."""
+        conn = self._requests  # read once: another thread may discard it meanwhile
+        if conn is not None:
+            try:
+                conn.send(message)
+            except OSError:
+                pass
 
     def unload(self) -> None:
         """Free the loaded model, keeping the process."""

@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     events_out = Connection(fd_out, readable=False)
     channel = Channel(events_out)
     pending: queue.Queue[Any] = queue.Queue()
+    latest_id = 0
 
     def read_requests() -> None:
+        nonlocal latest_id
         while True:
             try:
                 request = requests_in.recv()
@@ -54,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                 # The UI process is gone: nothing left to serve.
                 os._exit(0)
             if isinstance(request, p.Cancel):
-                channel.cancelled.set()
+                # A Cancel that crossed a newer request on the pipe is stale.
+                if request.request_id in (0, latest_id):
+                    channel.cancelled.set()
             else:
+                latest_id = getattr(request, "request_id", latest_id)
                 pending.put(request)
 
     threading.Thread(target=read_requests, daemon=True, name="requests").start()

@@ -1,0 +1,72 @@
+"""The UI process never loads a native binding; the engine side never loads Textual.
+
+Each check runs in a fresh interpreter so that modules imported by other tests
+(or by pytest plugins) cannot hide or fake a leak.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+NATIVE_BINDINGS = ("llama_cpp", "stable_diffusion_cpp", "pywhispercpp")
+
+
+def _loaded_after_import(modules: list[str], watched: tuple[str, ...]) -> list[str]:
+    """Import `modules` in a new interpreter; return which of `watched` got loaded."""
+    code = textwrap.dedent(
+        f"""
+        import importlib, json, sys
+        for name in {modules!r}:
+            importlib.import_module(name)
+        watched = {watched!r}
+        print(json.dumps(sorted(
+            m for m in sys.modules if m.split(".")[0] in watched
+        )))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_ui_side_never_imports_a_native_binding() -> None:
+    ui_modules = [
+        "tui.app",
+        "tui.screens.chat",
+        "tui.cli",
+        "tui.engines.host",
+        "tui.store",
+        "tui.models",
+    ]
+    assert _loaded_after_import(ui_modules, NATIVE_BINDINGS) == []
+
+
+def test_engine_side_never_imports_textual() -> None:
+    engine_modules = [
+        "tui.engines.protocol",
+        "tui.engines.host",
+        "tui.engines.chat",
+        "tui.engines.worker",
+        "tui.models",
+        "tui.store",
+        "tui.config",
+    ]
+    assert _loaded_after_import(engine_modules, ("textual",)) == []
+
+
+def test_the_check_itself_sees_imports() -> None:
+    """Guard against a vacuous pass: a real import does show up."""
+    assert _loaded_after_import(["tui.app"], ("textual",)) != []
