@@ -233,8 +233,8 @@ class Tmux:
         options = [item for key, value in env.items() for item in ("-e", f"{key}={value}")]
         # The shell stays: when a pane's last process exits, tmux may lose its last output.
         command = f'{shlex.quote(_triptych())}; echo "{EXITED}$?"; exec sleep 3600'
-        self.run("new-session", "-d", "-s", name, "-x", str(WIDTH), "-y", str(HEIGHT), *options,
-                 command)  # fmt: skip
+        size = ("-x", str(WIDTH), "-y", str(HEIGHT))
+        self.run("new-session", "-d", "-s", name, *size, *options, command)
         shell, socket_path = (
             self.run("display-message", "-p", "-t", name, "#{pane_pid} #{socket_path}")
             .strip()
