@@ -42,6 +42,26 @@ async def send(pilot, text: str) -> None:
     await pilot.press("enter")
 
 
+def last_reply_id(app: TriptychApp) -> int:
+    views = [v for v in app.screen.query_one(MessageLog).views if v.data.role != "user"]
+    return views[-1].data.id if views else 0
+
+
+async def wait_reply(pilot, app: TriptychApp, after_id: int, timeout: float = 60) -> None:
+    """Wait until a reply (or error) newer than after_id has finished."""
+
+    def finished() -> bool:
+        views = [v for v in app.screen.query_one(MessageLog).views if v.data.role != "user"]
+        return (
+            not chat(app).generating
+            and bool(views)
+            and views[-1].data.id > after_id
+            and views[-1].data.state != "streaming"
+        )
+
+    await wait_until(pilot, finished, timeout, "the reply to finish")
+
+
 def last_view(app: TriptychApp, role: str) -> MessageView:
     views = [v for v in app.screen.query_one(MessageLog).views if v.data.role == role]
     assert views, f"no {role} message on screen"
@@ -51,9 +71,9 @@ def last_view(app: TriptychApp, role: str) -> MessageView:
 async def test_paris_through_the_tui(app_dirs, chat_model):
     app = make_app(chat_model)
     async with app.run_test(size=(80, 24)) as pilot:
+        before = last_reply_id(app)
         await send(pilot, "What is the capital of France?")
-        await wait_until(pilot, lambda: chat(app).generating, 5, "generation to start")
-        await wait_until(pilot, lambda: not chat(app).generating, 60, "the reply")
+        await wait_reply(pilot, app, before)
         reply = last_view(app, "assistant").data
         assert "Paris" in reply.content
         assert reply.state == "complete"
@@ -83,9 +103,9 @@ async def test_stop_keeps_the_partial_reply(app_dirs, chat_model):
         stored = app.store.get_message(reply.id)
         assert stored.state == "stopped" and stored.content == reply.content
         # The next message works.
+        before = last_reply_id(app)
         await send(pilot, "What is the capital of France?")
-        await wait_until(pilot, lambda: chat(app).generating, 5)
-        await wait_until(pilot, lambda: not chat(app).generating, 60)
+        await wait_reply(pilot, app, before)
         assert last_view(app, "assistant").data.state == "complete"
 
 
@@ -108,9 +128,9 @@ async def test_killed_engine_shows_error_and_recovers(app_dirs, chat_model):
             conversation.id, sampling={**conversation.sampling, "max_tokens": 32, "temperature": 0}
         )
         chat(app).conversation = app.store.get_conversation(conversation.id)
+        before = last_reply_id(app)
         await send(pilot, "What is the capital of France?")
-        await wait_until(pilot, lambda: chat(app).generating, 5)
-        await wait_until(pilot, lambda: not chat(app).generating, 60)
+        await wait_reply(pilot, app, before)
         assert last_view(app, "assistant").data.state == "complete"
 
 
@@ -130,13 +150,13 @@ async def test_missing_model_is_reported_in_the_conversation(app_dirs, tmp_path)
 async def test_regenerate_and_edit_last(app_dirs, chat_model):
     app = make_app(chat_model, max_tokens=16)
     async with app.run_test(size=(80, 24)) as pilot:
+        before = last_reply_id(app)
         await send(pilot, "What is the capital of France?")
-        await wait_until(pilot, lambda: chat(app).generating, 5)
-        await wait_until(pilot, lambda: not chat(app).generating, 60)
+        await wait_reply(pilot, app, before)
         first_reply = last_view(app, "assistant").data.id
+        before = last_reply_id(app)
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: chat(app).generating, 5)
-        await wait_until(pilot, lambda: not chat(app).generating, 60)
+        await wait_reply(pilot, app, before)
         messages = app.store.list_messages(chat(app).conversation.id)
         assert [m.role for m in messages] == ["user", "assistant"]
         assert messages[1].id != first_reply
@@ -145,9 +165,9 @@ async def test_regenerate_and_edit_last(app_dirs, chat_model):
         prompt = app.screen.query_one(PromptInput)
         assert prompt.text == "What is the capital of France?"
         prompt.text = "What is the capital of Italy?"
+        before = last_reply_id(app)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: chat(app).generating, 5)
-        await wait_until(pilot, lambda: not chat(app).generating, 60)
+        await wait_reply(pilot, app, before)
         messages = app.store.list_messages(chat(app).conversation.id)
         assert [m.content for m in messages if m.role == "user"] == [
             "What is the capital of Italy?"
