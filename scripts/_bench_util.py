@@ -51,10 +51,7 @@ def machine_note() -> str:
     except AttributeError:
         cpus = os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    note = f"{cpus} CPUs, load average {load:.2f} (1 min)"
-    if load > 0.5 * cpus:
-        note += " - the machine is busy: timings will be noisy"
-    return note
+    return f"{cpus} CPUs, load average {load:.2f} (1 min, includes recent runs of ours)"
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -64,7 +61,8 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
     def line(row: Sequence[str]) -> str:
         return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=False))
         ).rstrip()
 
     print(line(cells[0]))

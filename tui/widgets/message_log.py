@@ -126,11 +126,7 @@ class MessageView(Static):
             return
         self._dirty = False
         self._last_render = time.monotonic()
-        log = self.parent
-        follow = isinstance(log, MessageLog) and log.is_near_bottom
         self.update(self._renderable())
-        if follow and isinstance(log, MessageLog):
-            log.call_after_refresh(log.scroll_end, animate=False)
 
 
 class MessageLog(VerticalScroll, can_focus=True):
@@ -210,8 +206,12 @@ class MessageLog(VerticalScroll, can_focus=True):
         if self.selected is not None:
             self.selected += len(messages)
 
+    def on_mount(self) -> None:
+        # Follow new text at the bottom until the user scrolls up (Textual re-anchors
+        # when they scroll back down).
+        self.anchor()
+
     async def add(self, message: MessageData) -> MessageView:
-        follow = self.is_near_bottom
         view = MessageView(message)
         await self.mount(view)
         # Keep the widget count bounded in a long session.
@@ -226,8 +226,6 @@ class MessageLog(VerticalScroll, can_focus=True):
                 self.query_one("#earlier", Static).update(
                     f"↑ {self.hidden_before} earlier messages — Home loads more"
                 )
-        if follow:
-            self.scroll_end(animate=False)
         return view
 
     def view_for(self, message_id: int) -> MessageView | None:
