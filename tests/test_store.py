@@ -89,16 +89,16 @@ def test_migrations_run_in_order_and_only_once(db_path: Path, monkeypatch) -> No
 
     def v2(conn: sqlite3.Connection) -> None:
         calls.append(2)
-        conn.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT)")
+        conn.execute("CREATE TABLE test_extra (id INTEGER PRIMARY KEY, path TEXT)")
 
     with Store(db_path):
         pass
     monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, v2])
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", len(store_module.MIGRATIONS))
     with Store(db_path) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == SCHEMA_VERSION + 1
     with Store(db_path) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == SCHEMA_VERSION + 1
     assert calls == [2]
 
 
@@ -110,12 +110,12 @@ def test_failed_migration_leaves_previous_version(db_path: Path, monkeypatch) ->
     with Store(db_path):
         pass
     monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, broken])
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="boom"):
         Store(db_path)
     conn = sqlite3.connect(db_path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "half_done" not in names
     finally:
@@ -565,3 +565,31 @@ def test_writes_survive_kill_9(tmp_path: Path) -> None:
         assert msg.state == "streaming"
         assert s.mark_interrupted(older_than_s=0) == 1
         assert s.get_message(message_id).state == "interrupted"
+
+
+def test_images_are_indexed_newest_first(db_path: Path) -> None:
+    with Store(db_path) as s:
+        first = s.add_image("/tmp/a.png", {"prompt": "a red fox"}, seed=1, width=64, height=64)
+        second = s.add_image(
+            "/tmp/b.png", {"prompt": "A blue 100% whale"}, seed=2, width=128, height=64
+        )
+        assert [i.id for i in s.list_images()] == [second.id, first.id]
+        assert [i.id for i in s.list_images("FOX")] == [first.id]
+        assert [i.id for i in s.list_images("100%")] == [second.id]
+        assert s.get_image(second.id).params == {"prompt": "A blue 100% whale"}
+        s.delete_image(first.id)
+        assert s.get_image(first.id) is None
+
+
+def test_version_1_database_gains_the_gallery(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db_path)
+    store_module._migrate_v1(conn)
+    conn.execute("INSERT INTO conversations (title, created, updated) VALUES ('old', 1, 1)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Store(db_path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        assert [c.title for c in s.list_conversations()] == ["old"]
+        assert s.list_images() == []

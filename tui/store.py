@@ -68,6 +68,19 @@ class Conversation:
 
 
 @dataclass
+class ImageRecord:
+    id: int
+    path: str
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    params: dict[str, Any]
+    seconds: float
+    created: float
+
+
+@dataclass
 class Message:
     id: int
     conversation_id: int
@@ -122,9 +135,30 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_by_state ON messages(state)")
 
 
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    """Version 2: the image gallery (files on disk, parameters here and in the PNG)."""
+    conn.execute(
+        """
+        CREATE TABLE images (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            path     TEXT    NOT NULL,
+            prompt   TEXT    NOT NULL DEFAULT '',
+            seed     INTEGER NOT NULL DEFAULT -1,
+            width    INTEGER NOT NULL DEFAULT 0,
+            height   INTEGER NOT NULL DEFAULT 0,
+            params   TEXT    NOT NULL DEFAULT '{}',
+            seconds  REAL    NOT NULL DEFAULT 0,
+            created  REAL    NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX images_by_created ON images(created)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_v1,
-    # _migrate_v2,  (e.g. images)  -- append new versions here, never edit old ones
+    _migrate_v2,
+    # append new versions here, never edit old ones
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -189,6 +223,20 @@ def _message(row: sqlite3.Row) -> Message:
         created=row["created"],
         updated=row["updated"],
         stats=_load_json(row["stats"]),
+    )
+
+
+def _image(row: sqlite3.Row) -> ImageRecord:
+    return ImageRecord(
+        id=row["id"],
+        path=row["path"],
+        prompt=row["prompt"],
+        seed=row["seed"],
+        width=row["width"],
+        height=row["height"],
+        params=_load_json(row["params"]) or {},
+        seconds=row["seconds"],
+        created=row["created"],
     )
 
 
@@ -629,3 +677,55 @@ class Store:
                 ).rowcount
             )
         )
+
+    # -- images ----------------------------------------------------------------
+
+    def add_image(
+        self,
+        path: str,
+        params: dict[str, Any],
+        *,
+        seed: int,
+        width: int,
+        height: int,
+        seconds: float = 0.0,
+    ) -> ImageRecord:
+        """Index a generated image (its PNG also carries the parameters)."""
+        now = time.time()
+        prompt = str(params.get("prompt", ""))
+        params_json = json.dumps(params)
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO images (path, prompt, seed, width, height, params, seconds, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (path, prompt, seed, width, height, params_json, seconds, now),
+            )
+            return int(cursor.lastrowid or 0)
+
+        new_id = self._write(insert)
+        return ImageRecord(new_id, path, prompt, seed, width, height, params, seconds, now)
+
+    def list_images(self, search: str = "", limit: int | None = None) -> list[ImageRecord]:
+        """Newest first; a search matches the prompt (case-insensitive)."""
+        sql = "SELECT * FROM images"
+        args: list[Any] = []
+        if search:
+            sql += " WHERE prompt LIKE ? ESCAPE '\\'"
+            args.append(f"%{_escape_like(search)}%")
+        sql += " ORDER BY created DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = self._read(lambda c: c.execute(sql, args).fetchall())
+        return [_image(row) for row in rows]
+
+    def get_image(self, image_id: int) -> ImageRecord | None:
+        row = self._read(
+            lambda c: c.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        )
+        return _image(row) if row else None
+
+    def delete_image(self, image_id: int) -> None:
+        """Forget the image (the caller removes the file)."""
+        self._write(lambda c: c.execute("DELETE FROM images WHERE id = ?", (image_id,)))

@@ -119,3 +119,66 @@ class EngineFailed:
 
 
 TERMINAL_EVENTS = (GenerationFinished, EngineFailed)
+
+
+# --- image engine ----------------------------------------------------------------
+
+
+@dataclass
+class ImageRequest:
+    """Generate batch_count images; each result is a PNG (bytes) with its seed."""
+
+    model_path: str
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 20
+    cfg_scale: float = 7.0
+    sampler: str = "default"
+    scheduler: str = "default"
+    seed: int = -1
+    batch_count: int = 1
+    init_image: bytes | None = None
+    """PNG/JPEG bytes of the image-to-image source, already validated."""
+    strength: float = 0.75
+    vae_path: str = ""
+    taesd_path: str = ""
+    n_threads: int = 0
+    preview: bool = True
+    """Send a preview of the image after each step (TAESD when given, else a projection)."""
+    request_id: int = 0
+
+
+@dataclass
+class StepProgressed:
+    """One denoising step finished. Floods: the UI keeps only the newest."""
+
+    step: int
+    steps: int
+    seconds: float
+    """Seconds the step took."""
+    image_index: int = 0
+    request_id: int = 0
+
+
+@dataclass
+class PreviewUpdated:
+    """A small preview (PNG bytes) of the image being denoised."""
+
+    png: bytes
+    step: int
+    request_id: int = 0
+
+
+@dataclass
+class ImageGenerated:
+    """One finished image (PNG bytes without metadata) and the seed that made it."""
+
+    png: bytes
+    seed: int
+    index: int
+    width: int
+    height: int
+    seconds: float
+    request_id: int = 0

@@ -35,6 +35,10 @@ def _engine_for(name: str) -> Any:
         from tui.engines.chat import ChatEngine
 
         return ChatEngine()
+    if name == "image":
+        from tui.engines.image import ImageEngine
+
+        return ImageEngine()
     raise SystemExit(f"unknown engine {name!r}")
 
 
