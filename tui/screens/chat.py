@@ -64,7 +64,7 @@ class ChatScreen(Screen[None]):
         Binding(
             "ctrl+r",
             "regenerate",
-            "Regenerate",
+            "Retry",
             id="chat.regenerate",
             tooltip="Generate the last reply again",
         ),

@@ -1,0 +1,176 @@
+"""The gallery: every generated image, newest first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from tui.screens.dialogs import ConfirmScreen
+from tui.store import ImageRecord
+from tui.widgets.image_view import image_widget_class
+
+if TYPE_CHECKING:
+    from tui.app import TriptychApp
+
+GalleryResult = tuple[str, ImageRecord] | None
+"""('same' | 'vary' | 'init' | 'show', image), or None when closed."""
+
+
+class GalleryScreen(Screen[GalleryResult]):
+    """Browse images; act on the highlighted one."""
+
+    CSS_PATH = "gallery.tcss"
+
+    BINDINGS = [
+        Binding("escape", "close", "Back", id="gallery.close"),
+        Binding("enter", "choose('show')", "Open", id="gallery.open", show=False,
+                tooltip="Load the image and its parameters into Imagine"),
+        Binding("v", "view", "View", id="gallery.view",
+                tooltip="Full-screen at the terminal's resolution"),
+        Binding("a", "choose('same')", "Same again", id="gallery.same",
+                tooltip="Generate again with identical parameters (identical pixels)"),
+        Binding("s", "choose('vary')", "Vary seed", id="gallery.vary",
+                tooltip="Same parameters with a new random seed"),
+        Binding("i", "choose('init')", "Use as init", id="gallery.init",
+                tooltip="Use as the image-to-image source"),
+        Binding("y", "copy_path", "Copy path", id="gallery.copy", tooltip="Copy the file path"),
+        Binding("delete,d", "delete", "Delete", id="gallery.delete",
+                tooltip="Delete the image file (asks first)"),
+        Binding("slash", "search", "Search", id="gallery.search", show=False,
+                tooltip="Filter by prompt"),
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[ImageRecord] = []
+
+    @property
+    def tapp(self) -> TriptychApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="gallery-list"):
+                yield Input(placeholder="Search prompts (/)", id="gallery-search", compact=True)
+                yield OptionList(id="images")
+            with Vertical(id="gallery-preview"):
+                yield image_widget_class(self.tapp.settings.image_protocol)(id="gallery-image")
+                yield Static("", id="gallery-info")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.reload()
+        self.query_one("#images", OptionList).focus()
+
+    def reload(self) -> None:
+        search = self.query_one("#gallery-search", Input).value
+        self.records = self.tapp.store.list_images(search)
+        listing = self.query_one("#images", OptionList)
+        listing.set_options(
+            Option(f"{r.width}x{r.height} {r.seed}  {r.prompt[:60]}", id=str(r.id))
+            for r in self.records
+        )
+        if self.records:
+            listing.highlighted = 0
+            self._preview(self.records[0])
+        else:
+            self.query_one("#gallery-info", Static).update(
+                "No images yet: generate one in Imagine (Ctrl+G)"
+            )
+
+    def selected(self) -> ImageRecord | None:
+        listing = self.query_one("#images", OptionList)
+        if listing.highlighted is None or not self.records:
+            return None
+        return self.records[listing.highlighted]
+
+    @on(OptionList.OptionHighlighted, "#images")
+    def _highlighted(self) -> None:
+        record = self.selected()
+        if record is not None:
+            self._preview(record)
+
+    @on(OptionList.OptionSelected, "#images")
+    def _selected(self) -> None:
+        self.action_choose("show")
+
+    def _preview(self, record: ImageRecord) -> None:
+        info = self.query_one("#gallery-info", Static)
+        params = record.params
+        text = (
+            f"{record.prompt}\nseed {record.seed} · {record.width}x{record.height} · "
+            f"{params.get('steps')} steps · CFG {params.get('cfg_scale')} · "
+            f"{params.get('sampler')} · {Path(str(params.get('model', ''))).name}"
+        )
+        if not Path(record.path).is_file():
+            info.update(f"[b red]missing file[/] {record.path}\n{text}")
+            return
+        self.query_one("#gallery-image").image = record.path
+        info.update(text)
+
+    @on(Input.Changed, "#gallery-search")
+    def _search(self) -> None:
+        self.reload()
+
+    @on(Input.Submitted, "#gallery-search")
+    def _search_done(self) -> None:
+        self.query_one("#images", OptionList).focus()
+
+    def action_search(self) -> None:
+        self.query_one("#gallery-search", Input).focus()
+
+    def action_close(self) -> None:
+        if self.query_one("#gallery-search", Input).has_focus:
+            self.query_one("#images", OptionList).focus()
+            return
+        self.dismiss(None)
+
+    def action_choose(self, action: str) -> None:
+        record = self.selected()
+        if record is None:
+            self.notify("No image selected", severity="warning")
+            return
+        if action in ("init", "show") and not Path(record.path).is_file():
+            self.notify(f"image file is missing: {record.path}", severity="error")
+            return
+        self.dismiss((action, record))
+
+    def action_view(self) -> None:
+        record = self.selected()
+        if record is not None:
+            from tui.screens.fullscreen import show_fullscreen
+
+            show_fullscreen(self.app, Path(record.path))
+
+    def action_copy_path(self) -> None:
+        record = self.selected()
+        if record is not None:
+            self.app.copy_to_clipboard(record.path)
+            self.notify(f"Copied {record.path}")
+
+    @work(exclusive=True, group="dialog")
+    async def action_delete(self) -> None:
+        record = self.selected()
+        if record is None:
+            return
+        confirmed = await self.app.push_screen_wait(
+            ConfirmScreen(f"Delete {Path(record.path).name}?")
+        )
+        if not confirmed:
+            return
+        try:
+            Path(record.path).unlink(missing_ok=True)
+        except OSError as error:
+            self.notify(f"could not delete the file: {error}", severity="error")
+            return
+        self.tapp.store.delete_image(record.id)
+        self.notify(f"Deleted {Path(record.path).name}")
+        self.reload()
