@@ -15,7 +15,7 @@ from textual.widgets.option_list import Option
 
 from tui.screens.dialogs import ConfirmScreen
 from tui.store import ImageRecord
-from tui.widgets.image_view import image_widget_class
+from tui.widgets.image_view import ImageView
 
 if TYPE_CHECKING:
     from tui.app import TriptychApp
@@ -62,7 +62,7 @@ class GalleryScreen(Screen[GalleryResult]):
                 yield Input(placeholder="Search prompts (/)", id="gallery-search", compact=True)
                 yield OptionList(id="images")
             with Vertical(id="gallery-preview"):
-                yield image_widget_class(self.tapp.settings.image_protocol)(id="gallery-image")
+                yield ImageView(self.tapp.settings.image_protocol, id="gallery-image")
                 yield Static("", id="gallery-info")
         yield Footer(compact=True)
 
@@ -113,7 +113,7 @@ class GalleryScreen(Screen[GalleryResult]):
         if not Path(record.path).is_file():
             info.update(f"[b red]missing file[/] {record.path}\n{text}")
             return
-        self.query_one("#gallery-image").image = record.path
+        self.query_one("#gallery-image", ImageView).show(record.path)
         info.update(text)
 
     @on(Input.Changed, "#gallery-search")

@@ -24,7 +24,7 @@ from tui.engines import protocol as p
 from tui.imaging import ImageParams
 from tui.screens.dialogs import TextPromptScreen
 from tui.store import ImageRecord, StoreError
-from tui.widgets.image_view import image_widget_class
+from tui.widgets.image_view import ImageView
 
 if TYPE_CHECKING:
     from tui.app import TriptychApp
@@ -171,7 +171,7 @@ class ImagineScreen(Screen[None]):
                     settings.image_taesd, placeholder="TAESD (optional)", id="taesd", compact=True
                 )
             with Vertical(id="output"):
-                yield image_widget_class(settings.image_protocol)(id="image")
+                yield ImageView(settings.image_protocol, id="image")
                 yield ProgressBar(total=1, show_eta=False, id="progress")
                 yield Static("Ctrl+G generates · Ctrl+L gallery", id="info")
         yield Footer(compact=True)
@@ -376,7 +376,7 @@ class ImagineScreen(Screen[None]):
         self.current = record
         self.current_path = Path(record.path)
         try:
-            self.query_one("#image").image = str(record.path)
+            self.query_one("#image", ImageView).show(record.path)
         except (OSError, ValueError) as error:
             self._show_error(f"could not show {record.path}: {error}")
             return
@@ -392,7 +392,7 @@ class ImagineScreen(Screen[None]):
         from PIL import Image
 
         try:
-            self.query_one("#image").image = Image.open(io.BytesIO(png))
+            self.query_one("#image", ImageView).show(Image.open(io.BytesIO(png)))
         except OSError:
             pass
 
