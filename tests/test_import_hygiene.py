@@ -59,8 +59,10 @@ def test_engine_side_never_imports_textual() -> None:
         "tui.engines.protocol",
         "tui.engines.host",
         "tui.engines.chat",
+        "tui.engines.image",
         "tui.engines.worker",
         "tui.models",
+        "tui.imaging",
         "tui.store",
         "tui.config",
     ]

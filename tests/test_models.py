@@ -437,3 +437,203 @@ def test_random_corruption_only_raises_model_file_error(tmp_path: Path) -> None:
             read_gguf_info(path)
         except ModelFileError as exc:
             assert "\n" not in str(exc)
+
+
+# --------------------------------------------------------------------------- safetensors
+
+
+def build_safetensors(
+    tensors: dict[str, tuple[str, list[int]]] | None = None,
+    metadata: dict[str, str] | None = None,
+    header_override: dict[str, object] | None = None,
+) -> bytes:
+    """A valid safetensors file: 8-byte LE header length, JSON header, contiguous data."""
+    if tensors is None:
+        tensors = {"model.weight": ("F16", [4, 3]), "model.bias": ("F32", [5])}
+    header: dict[str, object] = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    offset = 0
+    for name, (dtype, shape) in tensors.items():
+        n = 1
+        for d in shape:
+            n *= d
+        size = -(-n * models.SAFETENSORS_DTYPE_BITS[dtype] // 8)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    if header_override is not None:
+        header.update(header_override)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)  # the reference writer pads with spaces
+    return (
+        struct.pack("<Q", len(raw))
+        + raw
+        + bytes(range(256)) * (offset // 256)
+        + b"\1" * (offset % 256)
+    )
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_safetensors_parses(tmp_path: Path) -> None:
+    path = _write(tmp_path, "m.safetensors", build_safetensors(metadata={"format": "pt"}))
+    info = models.read_safetensors_info(path)
+    assert info.tensor_count == 2
+    assert info.dtypes == ["F16", "F32"]
+    assert info.metadata == {"format": "pt"}
+    assert info.data_end == info.file_size == path.stat().st_size
+    assert models.check_image_model(path) == "safetensors"
+    assert json.loads(json.dumps(info.to_json()))["path"] == str(path)
+
+
+def test_safetensors_sub_byte_and_empty_tensors(tmp_path: Path) -> None:
+    data = build_safetensors({"a": ("F4", [3]), "b": ("BF16", [0, 7]), "c": ("F8_E4M3", [2])})
+    info = models.read_safetensors_info(_write(tmp_path, "m.safetensors", data))
+    assert info.tensor_count == 3
+
+
+def test_safetensors_truncated_in_data(tmp_path: Path) -> None:
+    raw = build_safetensors({"big": ("F32", [1000])})
+    for keep in (len(raw) - 1, len(raw) // 2):
+        path = _write(tmp_path, f"cut{keep}.safetensors", raw[:keep])
+        with pytest.raises(ModelFileError) as err:
+            models.check_image_model(path)
+        message = str(err.value)
+        assert message.startswith(f"truncated safetensors model: {path} is {keep} bytes")
+        assert f"need {len(raw)} bytes" in message
+        assert "\n" not in message
+
+
+def test_safetensors_truncated_in_header(tmp_path: Path) -> None:
+    raw = build_safetensors()
+    path = _write(tmp_path, "cut.safetensors", raw[:20])
+    with pytest.raises(ModelFileError) as err:
+        models.read_safetensors_info(path)
+    assert str(err.value).startswith(f"truncated safetensors model: {path} is 20 bytes")
+    assert "header alone needs" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            b"These are my notes, not a model.\n",
+            "not a safetensors model (it starts with b'These ar')",
+        ),
+        (b"\x01\x00", "not a safetensors model (only 2 bytes)"),
+        (struct.pack("<Q", 1) + b"{", "not a safetensors model"),
+    ],
+    ids=["text", "tiny", "header-too-short"],
+)
+def test_not_safetensors(tmp_path: Path, data: bytes, expected: str) -> None:
+    path = _write(tmp_path, "notes.safetensors", data)
+    with pytest.raises(ModelFileError) as err:
+        models.check_image_model(path)
+    message = str(err.value)
+    assert message.startswith(expected), message
+    assert message.endswith(f"): {path}")
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"x": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 1]}}, "unknown dtype 'Q9'"),
+        ({"x": {"shape": [1], "data_offsets": [0, 1]}}, "has no dtype"),
+        ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, "needs 8 bytes"),
+        ({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, "bad shape"),
+        ({"x": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}}, "bad data_offsets"),
+        ({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0]}}, "bad data_offsets"),
+        ({"x": [1, 2]}, "not described by an object"),
+    ],
+    ids=["dtype", "no-dtype", "size", "shape", "offsets-order", "offsets-length", "entry"],
+)
+def test_corrupt_safetensors_headers(
+    tmp_path: Path, override: dict[str, object], expected: str
+) -> None:
+    path = _write(tmp_path, "bad.safetensors", build_safetensors(header_override=override))
+    with pytest.raises(ModelFileError) as err:
+        models.read_safetensors_info(path)
+    message = str(err.value)
+    assert message.startswith("corrupt safetensors model (")
+    assert expected in message
+    assert message.endswith(str(path))
+
+
+def test_safetensors_data_beyond_the_file(tmp_path: Path) -> None:
+    override = {"x": {"dtype": "U8", "shape": [10**6], "data_offsets": [0, 10**6]}}
+    path = _write(tmp_path, "far.safetensors", build_safetensors(header_override=override))
+    with pytest.raises(
+        ModelFileError, match=r"^truncated safetensors model: .* need 1000\d\d\d bytes"
+    ):
+        models.read_safetensors_info(path)
+
+
+def test_safetensors_bad_json_and_huge_header(tmp_path: Path) -> None:
+    raw = b'{"x": ' + b"\xff" * 3
+    path = _write(tmp_path, "a.safetensors", struct.pack("<Q", len(raw)) + raw)
+    with pytest.raises(
+        ModelFileError, match=r"^corrupt safetensors model \(its header is not UTF-8"
+    ):
+        models.read_safetensors_info(path)
+    raw = b'{"x": [1, 2'
+    path = _write(tmp_path, "b.safetensors", struct.pack("<Q", len(raw)) + raw)
+    with pytest.raises(
+        ModelFileError, match=r"^corrupt safetensors model \(its header is not valid"
+    ):
+        models.read_safetensors_info(path)
+    raw = b"[1, 2, 3]"
+    path = _write(tmp_path, "c.safetensors", struct.pack("<Q", len(raw)) + raw)
+    with pytest.raises(ModelFileError):  # not starting with "{": not safetensors at all
+        models.read_safetensors_info(path)
+    path = _write(tmp_path, "d.safetensors", struct.pack("<Q", 2**40) + b"{" + b" " * 64)
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=r"^corrupt safetensors model \(its header claims"):
+        models.read_safetensors_info(path)
+    assert time.perf_counter() - start < 0.1
+    path = _write(tmp_path, "e.safetensors", build_safetensors({}, metadata={"a": "b"}))
+    with pytest.raises(ModelFileError, match="^safetensors file holds no tensors: "):
+        models.read_safetensors_info(path)
+
+
+def test_check_image_model_formats_and_refusals(tmp_path: Path, gguf: Path) -> None:
+    assert models.check_image_model(gguf) == "gguf"
+    # A safetensors file is recognised by its header whatever it is called.
+    renamed = _write(tmp_path, "model.bin", build_safetensors())
+    assert models.check_image_model(renamed) == "safetensors"
+
+    for name, data in [
+        ("model.ckpt", b"PK\x03\x04" + b"\0" * 60),  # torch zip checkpoint
+        ("model.pt", b"\x80\x02}q\x00."),  # bare pickle
+        ("weights.bin", b"\x80\x04\x95" + b"\0" * 20),  # pickle without the suffix
+        ("notes.ckpt", b"just text"),  # the suffix alone is enough
+    ]:
+        path = _write(tmp_path, name, data)
+        with pytest.raises(ModelFileError) as err:
+            models.check_image_model(path)
+        message = str(err.value)
+        assert "pickle" in message and ".safetensors" in message, message
+        assert message.endswith(str(path))
+        assert "\n" not in message
+
+    text = _write(tmp_path, "readme.txt", b"# Hello\nnot a model\n")
+    with pytest.raises(ModelFileError) as err:
+        models.check_image_model(text)
+    assert str(err.value) == (
+        f"not an image model (expected a .safetensors or .gguf file; it starts with"
+        f" b'# Hello\\n'): {text}"
+    )
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(ModelFileError) as err:
+        models.check_image_model(missing)
+    assert str(err.value) == f"model file not found: {missing}"
+    with pytest.raises(ModelFileError, match="^not a file but a folder"):
+        models.check_image_model(tmp_path)
+    with pytest.raises(ModelFileError, match="^model file is empty: "):
+        models.check_image_model(_write(tmp_path, "empty.safetensors", b""))
+    short_gguf = _write(tmp_path, "short.gguf", gguf.read_bytes()[:-8])
+    with pytest.raises(ModelFileError, match="^truncated GGUF model: "):
+        models.check_image_model(short_gguf)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from tui import __version__
 
@@ -48,7 +50,198 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='print {"tokens", "ttft_s", "tokens_per_s"} as one JSON line to stderr',
     )
+
+    imagine = sub.add_parser(
+        "imagine",
+        help="generate images from a prompt and write them as PNG files",
+        description="Generate images with a Stable Diffusion model (.safetensors or .gguf) and "
+        "write them as PNG files whose text chunks hold every parameter (with the seed "
+        "actually used). Prints the path of each written file, one per line.",
+        epilog="With --batch N > 1 the images go to OUT-1.png, OUT-2.png, ... (the number "
+        "before the suffix of -o); image k uses seed S+k-1. Progress goes to standard error "
+        "when it is a terminal.",
+    )
+    imagine.add_argument("prompt", help="the prompt; '-' reads it from standard input")
+    imagine.add_argument(
+        "--model",
+        dest="image_model",
+        metavar="PATH",
+        help="Stable Diffusion model (default: the last used)",
+    )
+    imagine.add_argument("-o", "--output", required=True, metavar="OUT.png", help="PNG to write")
+    imagine.add_argument("--negative", default="", metavar="TEXT", help="negative prompt")
+    imagine.add_argument("--width", type=int, default=512, help="multiple of 64 (default 512)")
+    imagine.add_argument("--height", type=int, default=512, help="multiple of 64 (default 512)")
+    imagine.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    imagine.add_argument("--cfg", type=float, default=7.0, help="CFG scale (default 7)")
+    imagine.add_argument("--sampler", default="default", help="e.g. euler_a, dpm++2m, lcm")
+    imagine.add_argument("--scheduler", default="default", help="e.g. discrete, karras")
+    imagine.add_argument("--seed", type=int, default=-1, help="-1 (default) picks one at random")
+    imagine.add_argument("--init", metavar="IMAGE", help="source image for image-to-image")
+    imagine.add_argument(
+        "--strength", type=float, default=0.75, help="how much --init changes, 0-1 (0.75)"
+    )
+    imagine.add_argument("--batch", type=int, default=1, metavar="N", help="number of images")
+    imagine.add_argument("--vae", default=None, metavar="PATH", help="separate VAE file")
+    imagine.add_argument(
+        "--taesd", default=None, metavar="PATH", help="TAESD file (fast decode and previews)"
+    )
+    imagine.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
     return parser
+
+
+def _batch_paths(output: Path, count: int) -> list[Path]:
+    """OUT.png for one image; OUT-1.png, OUT-2.png, ... for more."""
+    if count == 1:
+        return [output]
+    suffix = output.suffix or ".png"
+    stem = output.name[: -len(output.suffix)] if output.suffix else output.name
+    return [output.with_name(f"{stem}-{i}{suffix}") for i in range(1, count + 1)]
+
+
+class _Progress:
+    """One self-overwriting status line on standard error, only when it is a terminal."""
+
+    def __init__(self, batch: int) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.batch = batch
+        self.shown = False
+
+    def step(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        image = f"image {event.image_index + 1}/{self.batch}, " if self.batch > 1 else ""
+        sys.stderr.write(
+            f"\r{image}step {event.step}/{event.steps} ({event.seconds:.2f} s/step)\x1b[K"
+        )
+        sys.stderr.flush()
+        self.shown = True
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r{text}\x1b[K")
+            sys.stderr.flush()
+            self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.shown = False
+
+
+def run_imagine(args: argparse.Namespace) -> int:
+    import os
+
+    from tui import imaging, locations, models
+    from tui.config import Settings
+    from tui.engines import protocol as p
+    from tui.engines.host import EngineHost
+
+    settings = Settings.load()
+    prompt = (sys.stdin.read() if args.prompt == "-" else args.prompt).strip()
+    model = args.image_model or settings.image_model
+    if not model:
+        raise CliError("no image model: pass --model PATH (a .safetensors or .gguf file)")
+    # A separate VAE/TAESD from the settings belongs to the model from the settings.
+    from_settings = not args.image_model
+    vae = args.vae if args.vae is not None else (settings.image_vae if from_settings else "")
+    taesd = (
+        args.taesd if args.taesd is not None else (settings.image_taesd if from_settings else "")
+    )
+
+    def absolute(path: str) -> str:
+        return os.path.abspath(os.path.expanduser(path)) if path else ""
+
+    params = imaging.ImageParams(
+        prompt=prompt,
+        negative_prompt=args.negative,
+        model=absolute(model),
+        vae=absolute(vae),
+        taesd=absolute(taesd),
+        width=args.width,
+        height=args.height,
+        steps=args.steps,
+        cfg_scale=args.cfg,
+        sampler=args.sampler,
+        scheduler=args.scheduler,
+        seed=args.seed,
+        batch_count=args.batch,
+        init_image=absolute(args.init) if args.init else "",
+        strength=args.strength,
+    )
+    try:
+        params.validate()
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    try:
+        for path in (params.model, params.vae, params.taesd):
+            if path:
+                models.check_image_model(path)
+    except models.ModelFileError as error:
+        raise CliError(str(error)) from error
+    init_png = None
+    if params.init_image:
+        try:
+            init_png, _, _ = imaging.load_image_bytes(Path(params.init_image))
+        except ValueError as error:
+            raise CliError(str(error)) from error
+    output = Path(args.output).expanduser()
+    if output.is_dir():
+        raise CliError(f"the output is a folder, not a file name: {output}")
+    paths = _batch_paths(output, params.batch_count)
+
+    threads = args.threads if args.threads is not None else settings.threads
+    request = p.ImageRequest(
+        model_path=params.model,
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        cfg_scale=params.cfg_scale,
+        sampler=params.sampler,
+        scheduler=params.scheduler,
+        seed=params.seed,
+        batch_count=params.batch_count,
+        init_image=init_png,
+        strength=params.strength,
+        vae_path=params.vae,
+        taesd_path=params.taesd,
+        n_threads=threads,
+        preview=False,
+    )
+    progress = _Progress(params.batch_count)
+    progress.note("loading the model ...")
+    host = EngineHost("image", log_dir=locations.logs_dir())
+    try:
+        for event in host.submit(request):
+            if isinstance(event, p.StepProgressed):
+                progress.step(event)
+            elif isinstance(event, p.ImageGenerated):
+                # The saved parameters make exactly this image: its own seed, one image.
+                saved = imaging.ImageParams.from_dict(params.to_dict())
+                saved.seed = event.seed
+                saved.batch_count = 1
+                path = paths[event.index] if event.index < len(paths) else paths[-1]
+                try:
+                    imaging.save_png(event.png, path, saved)
+                except OSError as error:
+                    progress.end()
+                    raise CliError(f"cannot write {path}: {error.strerror or error}") from error
+                progress.end()
+                print(path, flush=True)
+            elif isinstance(event, p.EngineFailed):
+                progress.end()
+                raise CliError(event.message)
+            elif isinstance(event, p.GenerationFinished):
+                progress.end()
+                if event.reason != "stop":
+                    raise CliError(f"generation ended early ({event.reason})")
+    finally:
+        progress.end()
+        host.shutdown()
+    return 0
 
 
 def run_chat(args: argparse.Namespace) -> int:
@@ -146,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "chat":
             return run_chat(args)
+        if args.command == "imagine":
+            return run_imagine(args)
         return run_tui(args)
     except CliError as error:
         message = " ".join(str(error).split())  # always exactly one line

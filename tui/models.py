@@ -682,9 +682,8 @@ def check_image_model(path: Path | str) -> str:
     is_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
     if suffix in PICKLE_SUFFIXES or is_pickle or (is_zip and suffix != ".safetensors"):
         raise ModelFileError(
-            f"refusing the pickle checkpoint {path.name}: loading a .ckpt/.pt file would run"
-            " Python pickle code from it; convert it to .safetensors first (e.g. with the"
-            f" 'safetensors' converter of diffusers or ComfyUI): {path}",
+            "refusing a pickle checkpoint (.ckpt/.pt): loading it would run Python pickle"
+            f" code from the file; convert it to .safetensors first: {path}",
             path,
         )
     if suffix == ".safetensors" or (file_size >= 9 and head[8:9] == b"{"):
