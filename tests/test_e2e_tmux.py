@@ -164,9 +164,9 @@ def _reply_started(screen: str) -> bool:
 
 
 def _status_line(screen: str) -> str:
-    """The status row: the one right above the footer ("^q Quit")."""
+    """The status row: the one right above the footer (the line with "f2 Chat")."""
     lines = screen.splitlines()
-    footer = next((i for i, line in enumerate(lines) if "^q Quit" in line), None)
+    footer = next((i for i, line in enumerate(lines) if "f2 Chat" in line), None)
     return lines[footer - 1] if footer else ""
 
 
