@@ -87,7 +87,91 @@ def build_parser() -> argparse.ArgumentParser:
         "--taesd", default=None, metavar="PATH", help="TAESD file (fast decode and previews)"
     )
     imagine.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
+
+    transcribe = sub.add_parser("transcribe", help="transcribe an audio file (WAV, FLAC, OGG, MP3)")
+    transcribe.add_argument("file", help="the audio file")
+    transcribe.add_argument("--model", dest="speech_model", help="whisper.cpp ggml model file")
+    transcribe.add_argument(
+        "--language", default="auto", help="language code such as en or de (default: auto)"
+    )
+    transcribe.add_argument("--translate", action="store_true", help="translate to English")
+    transcribe.add_argument("--prompt", default="", help="initial prompt: vocabulary hints")
+    transcribe.add_argument(
+        "--format", choices=("txt", "srt", "vtt", "json"), default="txt", help="output format"
+    )
+    transcribe.add_argument("-o", "--output", help="write to this file instead of stdout")
+    transcribe.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
     return parser
+
+
+def run_transcribe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tui import locations, models, transcript
+    from tui.config import Settings
+    from tui.engines import protocol as p
+    from tui.engines.host import EngineHost
+
+    settings = Settings.load()
+    audio = Path(args.file).expanduser()
+    if not audio.is_file():
+        raise CliError(f"audio file not found: {audio}")
+    if audio.stat().st_size == 0:
+        raise CliError(f"audio file is empty: {audio}")
+    model_spec = args.speech_model or settings.speech_model
+    if not model_spec:
+        raise CliError("no speech model: pass --model PATH (a whisper.cpp ggml file)")
+    model = Path(model_spec).expanduser()
+    try:
+        models.check_whisper_model(model)
+    except models.ModelFileError as error:
+        raise CliError(str(error)) from error
+    request = p.TranscribeRequest(
+        model_path=str(model),
+        audio_path=str(audio),
+        language=args.language,
+        translate=args.translate,
+        initial_prompt=args.prompt,
+        n_threads=args.threads if args.threads is not None else settings.threads,
+    )
+    segments: list[transcript.Segment] = []
+    duration = 0.0
+    host = EngineHost("speech", log_dir=locations.logs_dir())
+    try:
+        for event in host.submit(request):
+            if isinstance(event, p.AudioLoaded):
+                duration = event.duration_s
+            elif isinstance(event, p.SegmentTranscribed):
+                segments.append(transcript.Segment(event.start_s, event.end_s, event.text))
+                if sys.stderr.isatty():
+                    print(f"[{event.start_s:7.2f}] {event.text}", file=sys.stderr)
+            elif isinstance(event, p.EngineFailed):
+                raise CliError(event.message)
+    finally:
+        host.shutdown()
+    meta = {
+        "file": str(audio),
+        "model": str(model),
+        "language": args.language,
+        "translate": args.translate,
+        "duration_s": round(duration, 3),
+    }
+    text = {
+        "txt": lambda: transcript.to_txt(segments),
+        "srt": lambda: transcript.to_srt(segments),
+        "vtt": lambda: transcript.to_vtt(segments),
+        "json": lambda: transcript.to_json(segments, meta),
+    }[args.format]()
+    if args.output:
+        out = Path(args.output).expanduser()
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise CliError(f"could not write {out}: {error.strerror or error}") from error
+        print(out)
+    else:
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return 0
 
 
 def _batch_paths(output: Path, count: int) -> list[Path]:
@@ -341,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_chat(args)
         if args.command == "imagine":
             return run_imagine(args)
+        if args.command == "transcribe":
+            return run_transcribe(args)
         return run_tui(args)
     except CliError as error:
         message = " ".join(str(error).split())  # always exactly one line

@@ -92,6 +92,12 @@ class Settings:
     """Last separate VAE used, if any."""
     image_taesd: str = ""
     """Last TAESD used for fast decode and previews, if any."""
+    speech_model: str = ""
+    """whisper.cpp ggml model for Listen and dictation."""
+    speech_language: str = "auto"
+    """Language code for transcription, or auto."""
+    input_device: str = ""
+    """Microphone (PortAudio device name); empty means the system default."""
     image_presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """User presets of Imagine parameters, by name."""
     keymap: dict[str, str] = field(default_factory=dict)

@@ -182,3 +182,39 @@ class ImageGenerated:
     height: int
     seconds: float
     request_id: int = 0
+
+
+# --- speech engine ---------------------------------------------------------------
+
+
+@dataclass
+class TranscribeRequest:
+    """Transcribe an audio file (any format the engine can decode) or raw samples."""
+
+    model_path: str
+    audio_path: str = ""
+    samples: bytes | None = None
+    """float32 mono 16 kHz samples (e.g. one live phrase); used when audio_path is empty."""
+    offset_s: float = 0.0
+    """Added to every segment's times (where the samples start in the recording)."""
+    language: str = "auto"
+    translate: bool = False
+    initial_prompt: str = ""
+    n_threads: int = 0
+    request_id: int = 0
+
+
+@dataclass
+class SegmentTranscribed:
+    start_s: float
+    end_s: float
+    text: str
+    request_id: int = 0
+
+
+@dataclass
+class AudioLoaded:
+    """The audio was decoded: how long it is (for progress and real-time factor)."""
+
+    duration_s: float
+    request_id: int = 0

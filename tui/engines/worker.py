@@ -39,6 +39,10 @@ def _engine_for(name: str) -> Any:
         from tui.engines.image import ImageEngine
 
         return ImageEngine()
+    if name == "speech":
+        from tui.engines.speech import SpeechEngine
+
+        return SpeechEngine()
     raise SystemExit(f"unknown engine {name!r}")
 
 
