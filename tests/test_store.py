@@ -593,3 +593,22 @@ def test_version_1_database_gains_the_gallery(db_path: Path) -> None:
         assert s.schema_version() == SCHEMA_VERSION
         assert [c.title for c in s.list_conversations()] == ["old"]
         assert s.list_images() == []
+
+
+def test_recordings_round_trip(db_path: Path) -> None:
+    with Store(db_path) as s:
+        rec = s.add_recording("/tmp/r.wav", "Standup", device="pulse", duration_s=1.5)
+        s.update_recording(
+            rec.id,
+            name="Daily standup",
+            duration_s=61.25,
+            transcript=[{"start_s": 0.0, "end_s": 1.2, "text": "hello"}],
+            language="en",
+            model="ggml-tiny.en.bin",
+        )
+        got = s.get_recording(rec.id)
+        assert got.name == "Daily standup" and got.duration_s == 61.25
+        assert got.transcript[0]["text"] == "hello" and got.language == "en"
+        assert [r.id for r in s.list_recordings()] == [rec.id]
+        s.delete_recording(rec.id)
+        assert s.get_recording(rec.id) is None

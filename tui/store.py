@@ -81,6 +81,20 @@ class ImageRecord:
 
 
 @dataclass
+class Recording:
+    id: int
+    path: str
+    name: str
+    device: str
+    duration_s: float
+    created: float
+    transcript: list[dict[str, Any]]
+    """Segments: {"start_s", "end_s", "text"}."""
+    language: str
+    model: str
+
+
+@dataclass
 class Message:
     id: int
     conversation_id: int
@@ -155,9 +169,29 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX images_by_created ON images(created)")
 
 
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Version 3: recordings and their transcripts."""
+    conn.execute(
+        """
+        CREATE TABLE recordings (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            path       TEXT    NOT NULL,
+            name       TEXT    NOT NULL DEFAULT '',
+            device     TEXT    NOT NULL DEFAULT '',
+            duration_s REAL    NOT NULL DEFAULT 0,
+            created    REAL    NOT NULL,
+            transcript TEXT    NOT NULL DEFAULT '[]',
+            language   TEXT    NOT NULL DEFAULT '',
+            model      TEXT    NOT NULL DEFAULT ''
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_v1,
     _migrate_v2,
+    _migrate_v3,
     # append new versions here, never edit old ones
 ]
 
@@ -237,6 +271,24 @@ def _image(row: sqlite3.Row) -> ImageRecord:
         params=_load_json(row["params"]) or {},
         seconds=row["seconds"],
         created=row["created"],
+    )
+
+
+def _recording(row: sqlite3.Row) -> Recording:
+    try:
+        segments = json.loads(row["transcript"] or "[]")
+    except ValueError:
+        segments = []
+    return Recording(
+        id=row["id"],
+        path=row["path"],
+        name=row["name"],
+        device=row["device"],
+        duration_s=row["duration_s"],
+        created=row["created"],
+        transcript=segments if isinstance(segments, list) else [],
+        language=row["language"],
+        model=row["model"],
     )
 
 
@@ -729,3 +781,70 @@ class Store:
     def delete_image(self, image_id: int) -> None:
         """Forget the image (the caller removes the file)."""
         self._write(lambda c: c.execute("DELETE FROM images WHERE id = ?", (image_id,)))
+
+    # -- recordings ------------------------------------------------------------
+
+    def add_recording(
+        self, path: str, name: str, device: str = "", duration_s: float = 0.0
+    ) -> Recording:
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO recordings (path, name, device, duration_s, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (path, name, device, duration_s, now),
+            )
+            return int(cursor.lastrowid or 0)
+
+        new_id = self._write(insert)
+        return Recording(new_id, path, name, device, duration_s, now, [], "", "")
+
+    def update_recording(
+        self,
+        recording_id: int,
+        *,
+        name: str | None = None,
+        duration_s: float | None = None,
+        transcript: list[dict[str, Any]] | None = None,
+        language: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if duration_s is not None:
+            changes["duration_s"] = duration_s
+        if transcript is not None:
+            changes["transcript"] = json.dumps(transcript)
+        if language is not None:
+            changes["language"] = language
+        if model is not None:
+            changes["model"] = model
+        if not changes:
+            return
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        self._write(
+            lambda c: c.execute(
+                f"UPDATE recordings SET {assignments} WHERE id = ?",
+                (*changes.values(), recording_id),
+            )
+        )
+
+    def list_recordings(self) -> list[Recording]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT * FROM recordings ORDER BY created DESC, id DESC"
+            ).fetchall()
+        )
+        return [_recording(row) for row in rows]
+
+    def get_recording(self, recording_id: int) -> Recording | None:
+        row = self._read(
+            lambda c: c.execute("SELECT * FROM recordings WHERE id = ?", (recording_id,)).fetchone()
+        )
+        return _recording(row) if row else None
+
+    def delete_recording(self, recording_id: int) -> None:
+        """Forget the recording (the caller removes the file)."""
+        self._write(lambda c: c.execute("DELETE FROM recordings WHERE id = ?", (recording_id,)))
