@@ -17,18 +17,19 @@ from tui.screens.chat import ChatScreen
 from tui.screens.gallery import GalleryScreen
 from tui.screens.help import HelpScreen
 from tui.screens.imagine import ImagineScreen
+from tui.screens.listen import ListenScreen
 from tui.store import Store
 from tui.themes import bundled_themes
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.message_log import MessageLog
 from tui.widgets.prompt_input import PromptInput
 
-PANELS = {"chat": ChatScreen, "imagine": ImagineScreen}
-"""One mode per panel; Listen and Models join here."""
+PANELS = {"chat": ChatScreen, "imagine": ImagineScreen, "listen": ListenScreen}
+"""One mode per panel; Models joins here."""
 
 
 class TriptychApp(App[None]):
-    """Keyboard-driven local AI: Chat (F2), Imagine (F3)."""
+    """Keyboard-driven local AI: Chat (F2), Imagine (F3), Listen (F4)."""
 
     TITLE = "Triptych"
     CSS_PATH = "app.tcss"
@@ -39,6 +40,9 @@ class TriptychApp(App[None]):
         Binding("f2", "switch_mode('chat')", "Chat", id="app.chat", tooltip="The Chat panel"),
         Binding(
             "f3", "switch_mode('imagine')", "Imagine", id="app.imagine", tooltip="The Imagine panel"
+        ),
+        Binding(
+            "f4", "switch_mode('listen')", "Listen", id="app.listen", tooltip="The Listen panel"
         ),
         Binding(
             "ctrl+q",
@@ -71,6 +75,7 @@ class TriptychApp(App[None]):
         self.chat_model_override = chat_model
         self.chat_host = EngineHost("chat", log_dir=locations.logs_dir())
         self.image_host = EngineHost("image", log_dir=locations.logs_dir())
+        self.speech_host = EngineHost("speech", log_dir=locations.logs_dir())
         self._themes: list[Theme] = bundled_themes()
         super().__init__()
         for theme in self._themes:
@@ -100,11 +105,14 @@ class TriptychApp(App[None]):
                 self.notify(f"could not save settings: {error}", severity="error")
 
     async def on_unmount(self) -> None:
+        for screen in self._screens_with_recorders():
+            screen.stop_recording()
         self.chat_host.shutdown()
         self.image_host.shutdown()
+        self.speech_host.shutdown()
 
     async def action_quit(self) -> None:
-        for host in (self.chat_host, self.image_host):
+        for host in (self.chat_host, self.image_host, self.speech_host):
             if host.busy:
                 host.cancel(grace_s=0.3)
         self.exit()
@@ -122,7 +130,30 @@ class TriptychApp(App[None]):
             describe("Chat: conversation list", ConversationList.BINDINGS, keymap),
             describe("Imagine", ImagineScreen.BINDINGS, keymap),
             describe("Imagine: gallery", GalleryScreen.BINDINGS, keymap),
+            describe("Listen", ListenScreen.BINDINGS, keymap),
         ]
+
+    def _screens_with_recorders(self) -> list[ListenScreen]:
+        found = []
+        for stack in self._screen_stacks.values():
+            for screen in stack:
+                if isinstance(screen, ListenScreen) and screen.recorder is not None:
+                    found.append(screen)
+        return found
+
+    def open_chat_with_attachment(self, title: str, text: str) -> None:
+        """A new conversation whose first message is the attached text (e.g. a transcript)."""
+        conversation = self.store.create_conversation(
+            title=title[:60],
+            system_prompt=self.settings.system_prompt,
+            model=self.chat_model_override or "",
+            sampling=vars(self.settings.sampling).copy(),
+        )
+        self.store.add_message(conversation.id, "user", f"{title}:\n\n{text}")
+        self.switch_mode("chat")
+        screen = self.screen
+        if isinstance(screen, ChatScreen):
+            screen.call_after_refresh(screen.open_with_prompt, conversation.id, "Summarize this.")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -137,6 +168,9 @@ class TriptychApp(App[None]):
         yield SystemCommand(
             "Imagine", "Switch to the Imagine panel (F3)", lambda: self.switch_mode("imagine")
         )
+        yield SystemCommand(
+            "Listen", "Switch to the Listen panel (F4)", lambda: self.switch_mode("listen")
+        )
         targets: list[tuple[str, list, object]] = []
         if isinstance(screen, ChatScreen):
             targets = [
@@ -147,6 +181,8 @@ class TriptychApp(App[None]):
             targets = [("Imagine", ImagineScreen.BINDINGS, screen)]
         elif isinstance(screen, GalleryScreen):
             targets = [("Gallery", GalleryScreen.BINDINGS, screen)]
+        elif isinstance(screen, ListenScreen):
+            targets = [("Listen", ListenScreen.BINDINGS, screen)]
         for prefix, bindings, target in targets:
             for entry in describe("", bindings).entries:
                 yield SystemCommand(

@@ -37,6 +37,7 @@ class SpeechEngine:
     def __init__(self) -> None:
         self.model: Any = None
         self.key: tuple[str, int] | None = None
+        self.multilingual = True
 
     def _load(self, request: p.TranscribeRequest, channel: Channel) -> bool:
         threads = request.n_threads or default_threads()
@@ -44,7 +45,7 @@ class SpeechEngine:
         if self.model is not None and self.key == key:
             return True
         try:
-            check_whisper_model(request.model_path)
+            info = check_whisper_model(request.model_path)
         except ModelFileError as error:
             channel.emit(p.EngineFailed(str(error), "model", request.request_id))
             return False
@@ -68,6 +69,8 @@ class SpeechEngine:
             )
             return False
         self.key = key
+        # English-only models (tiny.en, base.en, ...) have the smaller vocabulary.
+        self.multilingual = info.hparams["n_vocab"] >= 51865
         channel.emit(p.ModelLoaded(request.model_path, time.perf_counter() - started, 0, "whisper"))
         return True
 
@@ -128,17 +131,19 @@ class SpeechEngine:
         # Short phrases: pad to one second, whisper.cpp skips shorter input.
         if samples.size < SAMPLE_RATE:
             samples = np.pad(samples, (0, SAMPLE_RATE - samples.size))
+        language = request.language.strip().lower() or "auto"
+        if not self.multilingual:
+            language = "en"
         params: dict[str, Any] = {
-            "translate": request.translate,
-            "language": "" if request.language in ("", "auto") else request.language,
+            "translate": request.translate and self.multilingual,
+            "language": language,
             "detect_language": False,
-            "initial_prompt": request.initial_prompt or None,
             "no_context": True,
             "suppress_blank": True,
             "single_segment": False,
+            # The binding keeps parameters between calls: always set the prompt.
+            "initial_prompt": request.initial_prompt or "",
         }
-        if request.language in ("", "auto"):
-            params["language"] = "auto"
         try:
             self.model.transcribe(
                 samples.astype(np.float32, copy=False),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import on, work
@@ -66,6 +67,7 @@ class ChatScreen(Screen[None]):
             "regenerate",
             "Retry",
             id="chat.regenerate",
+            show=False,
             tooltip="Generate the last reply again",
         ),
         Binding(
@@ -124,6 +126,14 @@ class ChatScreen(Screen[None]):
             tooltip="Show or hide the conversation list",
         ),
         Binding(
+            "f9",
+            "dictate",
+            "Dictate",
+            id="chat.dictate",
+            show=False,
+            tooltip="Push to talk: F9 records, F9 again inserts the words at the cursor",
+        ),
+        Binding(
             "ctrl+y",
             "copy_reply",
             "Copy reply",
@@ -150,6 +160,7 @@ class ChatScreen(Screen[None]):
         self.reply_text = ""
         self.reply_view: MessageView | None = None
         self._last_save = 0.0
+        self.dictation: Any = None
 
     @property
     def tapp(self) -> TriptychApp:
@@ -178,7 +189,97 @@ class ChatScreen(Screen[None]):
             self._update_header()
         self.query_one(PromptInput).focus()
 
+    async def open_with_prompt(self, conversation_id: int, text: str) -> None:
+        """Open a conversation and put text in the prompt, ready to edit and send."""
+        self.refresh_list()
+        await self.open_conversation(conversation_id)
+        prompt = self.query_one(PromptInput)
+        prompt.text = text
+        prompt.move_cursor(prompt.document.end)
+        prompt.focus()
+
+    # --- dictation -----------------------------------------------------------------
+
+    def action_dictate(self) -> None:
+        if self.dictation is not None:
+            self._finish_dictation()
+            return
+        from tui.audio import Recorder, list_input_devices
+
+        settings = self.tapp.settings
+        if not settings.speech_model:
+            self.notify(
+                "Set a speech model first: Listen (F4), whisper model field", severity="error"
+            )
+            return
+        devices = list_input_devices()
+        if not devices:
+            self.notify("No microphone found", severity="error")
+            return
+        names = [d.name for d in devices]
+        device = settings.input_device if settings.input_device in names else None
+        if device is None:
+            device = next((d.name for d in devices if d.is_default), devices[0].name)
+        from tui import locations
+
+        path = locations.data_dir() / "dictation" / f"{int(time.time() * 1000)}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recorder = Recorder(path, device=device, samplerate=16_000, channels=1)
+        try:
+            recorder.start()
+        except Exception as error:  # noqa: BLE001 - PortAudio raises assorted errors
+            self.notify(f"could not record from {device}: {error}", severity="error")
+            return
+        self.dictation = recorder
+        self._set_status("Dictating… F9 stops and inserts the text")
+
+    def _finish_dictation(self) -> None:
+        recorder = self.dictation
+        self.dictation = None
+        if recorder is None:
+            return
+        info = recorder.stop()
+        self._set_status("Transcribing your dictation…")
+        settings = self.tapp.settings
+        request = p.TranscribeRequest(
+            model_path=settings.speech_model,
+            audio_path=str(info.path),
+            language=settings.speech_language,
+            n_threads=settings.threads,
+        )
+        self._run_dictation(request)
+
+    @work(thread=True, group="dictation", exit_on_error=False)
+    def _run_dictation(self, request: p.TranscribeRequest) -> None:
+        words: list[str] = []
+        error = ""
+        for event in self.tapp.speech_host.submit(request):
+            if isinstance(event, p.SegmentTranscribed):
+                words.append(event.text.strip())
+            elif isinstance(event, p.EngineFailed):
+                error = event.message
+        self.app.call_from_thread(self._insert_dictation, " ".join(words), error)
+        Path(request.audio_path).unlink(missing_ok=True)
+
+    def _insert_dictation(self, text: str, error: str) -> None:
+        if error:
+            self.notify(error, severity="error")
+            self._set_status("")
+            return
+        if not text:
+            self._set_status("No speech heard")
+            return
+        prompt = self.query_one(PromptInput)
+        before = prompt.document.get_text_range((0, 0), prompt.cursor_location)
+        if before and not before[-1].isspace():
+            text = " " + text
+        prompt.insert(text)
+        prompt.focus()
+        self._set_status("Dictation inserted: edit it, then Enter sends")
+
     def on_unmount(self) -> None:
+        if self.dictation is not None:
+            self.dictation.stop()
         # Quitting mid-reply: keep what has streamed so far.
         if self.reply_id is not None:
             self._save_reply(content=self.reply_text, state="stopped")
