@@ -179,3 +179,39 @@ async def test_dictation_puts_words_in_the_chat_input(app_dirs, mic, tmp_path):
         await wait_until(pilot, lambda: len(prompt.text) > 20, 60, "the dictated words")
         assert prompt.text.startswith("Note: ")
         assert heard(prompt.text) >= ENOUGH
+
+
+async def test_a_crashed_recording_is_listed_with_its_duration(app_dirs, tmp_path):
+    import os
+    import time
+    import wave
+
+    import numpy as np
+
+    from tui.screens.listen import recordings_dir
+
+    # What a killed recorder leaves: samples on disk, header sizes still zero.
+    path = recordings_dir() / "crashed.wav"
+    path.parent.mkdir(parents=True)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16_000)
+        handle.writeframes(np.zeros(16_000 * 3, dtype=np.int16).tobytes())
+    data = bytearray(path.read_bytes())
+    data[4:8] = b"\x00\x00\x00\x00"
+    data[40:44] = b"\x00\x00\x00\x00"
+    path.write_bytes(bytes(data))
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    store = Store()
+    record = store.add_recording(str(path), "Crashed", device="pulse")
+    settings = Settings()
+    settings.speech_model = str(whisper_model())
+    app = TriptychApp(settings=settings, store=store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_listen(pilot)
+        repaired = app.store.get_recording(record.id)
+        assert abs(repaired.duration_s - 3.0) < 0.01
+        with wave.open(str(path)) as handle:
+            assert handle.getnframes() == 16_000 * 3

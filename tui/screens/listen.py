@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,7 @@ class ListenScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._load_devices()
+        self._repair_crashed()
         self.refresh_recordings()
         self.query_one("#recordings", OptionList).focus()
         self.set_interval(LIVE_TICK_S, self._tick)
@@ -173,6 +175,24 @@ class ListenScreen(Screen[None]):
             (d for d in devices if d.is_default), devices[0]
         )
         select.value = default.name
+
+    def _repair_crashed(self) -> None:
+        """Recordings cut short by a crash: fix their WAV header and duration."""
+        from tui.audio import repair_wav, wav_needs_repair
+
+        for record in self.tapp.store.list_recordings():
+            path = Path(record.path)
+            if record.duration_s > 0 or not path.is_file() or path.suffix != ".wav":
+                continue
+            try:
+                # Another instance may still be writing it: leave files touched recently.
+                if time.time() - path.stat().st_mtime < 5:
+                    continue
+                if wav_needs_repair(path) or record.duration_s == 0:
+                    duration = repair_wav(path)
+                    self.tapp.store.update_recording(record.id, duration_s=duration)
+            except (OSError, ValueError):
+                continue
 
     def refresh_recordings(self) -> None:
         listing = self.query_one("#recordings", OptionList)
