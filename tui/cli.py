@@ -156,12 +156,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         "translate": args.translate,
         "duration_s": round(duration, 3),
     }
-    text = {
-        "txt": lambda: transcript.to_txt(segments),
-        "srt": lambda: transcript.to_srt(segments),
-        "vtt": lambda: transcript.to_vtt(segments),
-        "json": lambda: transcript.to_json(segments, meta),
-    }[args.format]()
+    text = transcript.export(segments, args.format, meta)
     if args.output:
         out = Path(args.output).expanduser()
         try:
@@ -276,25 +271,7 @@ def run_imagine(args: argparse.Namespace) -> int:
     paths = _batch_paths(output, params.batch_count)
 
     threads = args.threads if args.threads is not None else settings.threads
-    request = p.ImageRequest(
-        model_path=params.model,
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        width=params.width,
-        height=params.height,
-        steps=params.steps,
-        cfg_scale=params.cfg_scale,
-        sampler=params.sampler,
-        scheduler=params.scheduler,
-        seed=params.seed,
-        batch_count=params.batch_count,
-        init_image=init_png,
-        strength=params.strength,
-        vae_path=params.vae,
-        taesd_path=params.taesd,
-        n_threads=threads,
-        preview=False,
-    )
+    request = imaging.image_request(params, init_png, threads, preview=False)
     progress = _Progress(params.batch_count)
     progress.note("loading the model ...")
     host = EngineHost("image", log_dir=locations.logs_dir())

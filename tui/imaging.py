@@ -115,6 +115,36 @@ class ImageParams:
         return "\n".join(lines)
 
 
+def image_request(
+    params: ImageParams, init_png: bytes | None, threads: int, preview: bool = True
+) -> Any:
+    """The engine request (tui.engines.protocol.ImageRequest) for these parameters."""
+    from tui.engines.protocol import ImageRequest
+
+    def path(value: str) -> str:
+        return str(Path(value).expanduser()) if value else ""
+
+    return ImageRequest(
+        model_path=path(params.model),
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        cfg_scale=params.cfg_scale,
+        sampler=params.sampler,
+        scheduler=params.scheduler,
+        seed=params.seed,
+        batch_count=params.batch_count,
+        init_image=init_png,
+        strength=params.strength,
+        vae_path=path(params.vae),
+        taesd_path=path(params.taesd),
+        n_threads=threads,
+        preview=preview,
+    )
+
+
 def png_with_params(png: bytes, params: ImageParams) -> bytes:
     """Re-encode PNG bytes with the parameters as text chunks."""
     from PIL import Image, PngImagePlugin

@@ -289,24 +289,7 @@ class ImagineScreen(Screen[None]):
             params.taesd,
         )
         self._save_settings()
-        request = p.ImageRequest(
-            model_path=str(Path(params.model).expanduser()),
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
-            width=params.width,
-            height=params.height,
-            steps=params.steps,
-            cfg_scale=params.cfg_scale,
-            sampler=params.sampler,
-            scheduler=params.scheduler,
-            seed=params.seed,
-            batch_count=params.batch_count,
-            init_image=init_png,
-            strength=params.strength,
-            vae_path=str(Path(params.vae).expanduser()) if params.vae else "",
-            taesd_path=str(Path(params.taesd).expanduser()) if params.taesd else "",
-            n_threads=settings.threads,
-        )
+        request = imaging.image_request(params, init_png, settings.threads)
         self.params_in_flight = params
         self.generating = True
         self._started = time.monotonic()

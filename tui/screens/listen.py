@@ -554,12 +554,7 @@ class ListenScreen(Screen[None]):
                 self.notify(f"unknown format {fmt!r}", severity="error")
             return
         meta = {"recording": record.name, "file": record.path, "language": record.language}
-        text = {
-            "txt": lambda: transcript.to_txt(segments),
-            "srt": lambda: transcript.to_srt(segments),
-            "vtt": lambda: transcript.to_vtt(segments),
-            "json": lambda: transcript.to_json(segments, meta),
-        }[fmt]()
+        text = transcript.export(segments, fmt, meta)
         out = exports_dir() / f"{Path(record.path).stem}.{fmt}"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
