@@ -17,11 +17,10 @@ def _draw(path: Path) -> None:
 
     with Image.open(path) as source:
         image = AutoImage(source.convert("RGB"))
-        columns, lines = os.get_terminal_size()
-        # Leave one line for the hint below the image.
-        image.set_size(maxsize=(columns, max(1, lines - 1)))
+        # Fit the terminal, leaving two lines for the hint below the image.
+        image.set_size(frame_size=(0, -2))
         sys.stdout.write("\x1b[2J\x1b[H")
-        image.draw(h_align="center", v_align="middle", pad_height=lines - 1, scroll=False)
+        image.draw(h_align="center", v_align="middle", pad_height=-2)
     sys.stdout.write(f"\n{path.name} — press any key to return")
     sys.stdout.flush()
 
@@ -41,15 +40,20 @@ def show_fullscreen(app: App, path: Path) -> None:
     if not path.is_file():
         app.notify(f"image not found: {path}", severity="error")
         return
+    failure: Exception | None = None
     try:
         with app.suspend():
+            # Nothing may escape this block: Textual only resumes the app when it ends normally.
             try:
                 _draw(path)
                 _wait_for_key()
+            except Exception as error:  # noqa: BLE001 - reported once the app is back
+                failure = error
             finally:
                 sys.stdout.write("\x1b[2J\x1b[H")
                 sys.stdout.flush()
     except SuspendNotSupported:
         app.notify("Full-screen view needs a real terminal", severity="warning")
-    except Exception as error:  # noqa: BLE001 - a drawing failure must not end the app
-        app.notify(f"could not show the image full-screen: {error}", severity="error")
+        return
+    if failure is not None:
+        app.notify(f"could not show the image full-screen: {failure}", severity="error")

@@ -9,13 +9,16 @@ from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widget import Widget
 
+# textual-image asks the terminal what it supports (graphics protocols, cell size) when
+# it is imported. That must happen before Textual owns the terminal: a query sent later
+# races Textual's input thread for the answer and swallows the user's key presses.
+from textual_image import widget as image_widgets
+
 PROTOCOLS = ("auto", "kitty", "sixel", "halfcell", "unicode")
 
 
 def image_widget_class(protocol: str = "auto") -> type[Widget]:
     """The textual-image widget class for a protocol name ('auto' asks the terminal)."""
-    from textual_image import widget as image_widgets
-
     return {
         "kitty": image_widgets.TGPImage,
         "sixel": image_widgets.SixelImage,
