@@ -576,6 +576,9 @@ def test_images_are_indexed_newest_first(db_path: Path) -> None:
         assert [i.id for i in s.list_images()] == [second.id, first.id]
         assert [i.id for i in s.list_images("FOX")] == [first.id]
         assert [i.id for i in s.list_images("100%")] == [second.id]
+        third = s.add_image("/tmp/c.png", {"prompt": "ÄRGER im Büro"}, seed=3, width=64, height=64)
+        assert [i.id for i in s.list_images("ärger")] == [third.id]
+        assert [i.id for i in s.list_images("fox", limit=1)] == [first.id]
         assert s.get_image(second.id).params == {"prompt": "A blue 100% whale"}
         s.delete_image(first.id)
         assert s.get_image(first.id) is None

@@ -225,6 +225,17 @@ def _casefold_contains(haystack: str | None, needle: str | None) -> int:
     return int(needle.casefold() in haystack.casefold())
 
 
+def _contains(column: str, search: str) -> tuple[str, str]:
+    """SQL predicate (using parameter ?1) and its value: column contains search, any case.
+
+    LIKE folds ASCII case and is the fast path for the common case; it folds no
+    other letters, so a non-ASCII search goes through Python ("Ä" matches "ä").
+    """
+    if search.isascii():
+        return f"{column} LIKE ?1 ESCAPE '\\'", f"%{_escape_like(search)}%"
+    return f"triptych_contains({column}, ?1)", search
+
+
 def _load_json(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
@@ -512,28 +523,16 @@ class Store:
         if not search:
             sql = "SELECT * FROM conversations ORDER BY updated DESC, id DESC"
             params: tuple[Any, ...] = ()
-        elif search.isascii():
-            # LIKE folds ASCII case and can use no index anyway; it is the
-            # fast path for the common case.
-            pattern = f"%{_escape_like(search)}%"
-            sql = (
-                "SELECT * FROM conversations AS c"
-                " WHERE c.title LIKE ?1 ESCAPE '\\'"
-                " OR EXISTS (SELECT 1 FROM messages AS m WHERE m.conversation_id = c.id"
-                "            AND m.content LIKE ?1 ESCAPE '\\')"
-                " ORDER BY c.updated DESC, c.id DESC"
-            )
-            params = (pattern,)
         else:
-            # LIKE only folds ASCII; Python folds the rest ("Ä" matches "ä").
+            title, param = _contains("c.title", search)
+            content, _ = _contains("m.content", search)
             sql = (
-                "SELECT * FROM conversations AS c"
-                " WHERE triptych_contains(c.title, ?1)"
+                f"SELECT * FROM conversations AS c WHERE {title}"
                 " OR EXISTS (SELECT 1 FROM messages AS m WHERE m.conversation_id = c.id"
-                "            AND triptych_contains(m.content, ?1))"
+                f"            AND {content})"
                 " ORDER BY c.updated DESC, c.id DESC"
             )
-            params = (search,)
+            params = (param,)
         rows = self._read(lambda c: c.execute(sql, params).fetchall())
         return [_conversation(row) for row in rows]
 
@@ -542,6 +541,22 @@ class Store:
         self._write(
             lambda c: c.execute(
                 "UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id)
+            )
+        )
+
+    def _update_columns(self, table: str, row_id: int, changes: dict[str, Any]) -> None:
+        """Set the columns whose new value is not None; dicts and lists are stored as JSON."""
+        values = {
+            column: json.dumps(value) if isinstance(value, dict | list) else value
+            for column, value in changes.items()
+            if value is not None
+        }
+        if not values:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        self._write(
+            lambda c: c.execute(
+                f"UPDATE {table} SET {assignments} WHERE id = ?", (*values.values(), row_id)
             )
         )
 
@@ -554,21 +569,10 @@ class Store:
         sampling: dict[str, Any] | None = None,
     ) -> None:
         """Change only the given fields (does not move it up the list)."""
-        changes: dict[str, Any] = {}
-        if system_prompt is not None:
-            changes["system_prompt"] = system_prompt
-        if model is not None:
-            changes["model"] = model
-        if sampling is not None:
-            changes["sampling"] = json.dumps(sampling)
-        if not changes:
-            return
-        assignments = ", ".join(f"{column} = ?" for column in changes)
-        self._write(
-            lambda c: c.execute(
-                f"UPDATE conversations SET {assignments} WHERE id = ?",
-                (*changes.values(), conversation_id),
-            )
+        self._update_columns(
+            "conversations",
+            conversation_id,
+            {"system_prompt": system_prompt, "model": model, "sampling": sampling},
         )
 
     def delete_conversation(self, conversation_id: int) -> None:
@@ -763,8 +767,9 @@ class Store:
         sql = "SELECT * FROM images"
         args: list[Any] = []
         if search:
-            sql += " WHERE prompt LIKE ? ESCAPE '\\'"
-            args.append(f"%{_escape_like(search)}%")
+            predicate, param = _contains("prompt", search)
+            sql += f" WHERE {predicate}"
+            args.append(param)
         sql += " ORDER BY created DESC, id DESC"
         if limit is not None:
             sql += " LIMIT ?"
@@ -810,25 +815,16 @@ class Store:
         language: str | None = None,
         model: str | None = None,
     ) -> None:
-        changes: dict[str, Any] = {}
-        if name is not None:
-            changes["name"] = name
-        if duration_s is not None:
-            changes["duration_s"] = duration_s
-        if transcript is not None:
-            changes["transcript"] = json.dumps(transcript)
-        if language is not None:
-            changes["language"] = language
-        if model is not None:
-            changes["model"] = model
-        if not changes:
-            return
-        assignments = ", ".join(f"{key} = ?" for key in changes)
-        self._write(
-            lambda c: c.execute(
-                f"UPDATE recordings SET {assignments} WHERE id = ?",
-                (*changes.values(), recording_id),
-            )
+        self._update_columns(
+            "recordings",
+            recording_id,
+            {
+                "name": name,
+                "duration_s": duration_s,
+                "transcript": transcript,
+                "language": language,
+                "model": model,
+            },
         )
 
     def list_recordings(self) -> list[Recording]:
