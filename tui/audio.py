@@ -180,13 +180,20 @@ def list_input_devices(refresh: bool = True) -> list[InputDevice]:
         return []
 
 
-def default_input_device(refresh: bool = True) -> InputDevice | None:
-    """PortAudio's default input, else the first input device, else None."""
-    devices = list_input_devices(refresh=refresh)
+def choose_input_device(devices: list[InputDevice], preferred: str = "") -> InputDevice | None:
+    """The device named `preferred`, else PortAudio's default input, else the first, else None."""
+    for dev in devices:
+        if preferred and dev.name == preferred:
+            return dev
     for dev in devices:
         if dev.is_default:
             return dev
     return devices[0] if devices else None
+
+
+def default_input_device(refresh: bool = True) -> InputDevice | None:
+    """PortAudio's default input, else the first input device, else None."""
+    return choose_input_device(list_input_devices(refresh=refresh))
 
 
 # --- WAV header ------------------------------------------------------------------

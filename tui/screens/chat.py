@@ -204,7 +204,7 @@ class ChatScreen(Screen[None]):
         if self.dictation is not None:
             self._finish_dictation()
             return
-        from tui.audio import Recorder, list_input_devices
+        from tui.audio import Recorder, choose_input_device, list_input_devices
 
         settings = self.tapp.settings
         if not settings.speech_model:
@@ -212,14 +212,11 @@ class ChatScreen(Screen[None]):
                 "Set a speech model first: Listen (F4), whisper model field", severity="error"
             )
             return
-        devices = list_input_devices()
-        if not devices:
+        chosen = choose_input_device(list_input_devices(), settings.input_device)
+        if chosen is None:
             self.notify("No microphone found", severity="error")
             return
-        names = [d.name for d in devices]
-        device = settings.input_device if settings.input_device in names else None
-        if device is None:
-            device = next((d.name for d in devices if d.is_default), devices[0].name)
+        device = chosen.name
         from tui import locations
 
         path = locations.data_dir() / "dictation" / f"{int(time.time() * 1000)}.wav"

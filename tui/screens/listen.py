@@ -161,7 +161,7 @@ class ListenScreen(Screen[None]):
         self.set_interval(LIVE_TICK_S, self._tick)
 
     def _load_devices(self) -> None:
-        from tui.audio import list_input_devices
+        from tui.audio import choose_input_device, list_input_devices
 
         select = self.query_one("#device", Select)
         devices = list_input_devices()
@@ -170,11 +170,9 @@ class ListenScreen(Screen[None]):
             self._set_status("No input device found: connect a microphone (recording is off)")
             return
         select.set_options([(d.name, d.name) for d in devices])
-        wanted = self.tapp.settings.input_device
-        default = next((d for d in devices if d.name == wanted), None) or next(
-            (d for d in devices if d.is_default), devices[0]
-        )
-        select.value = default.name
+        chosen = choose_input_device(devices, self.tapp.settings.input_device)
+        assert chosen is not None  # devices is not empty
+        select.value = chosen.name
 
     def _repair_crashed(self) -> None:
         """Recordings cut short by a crash: fix their WAV header and duration."""
