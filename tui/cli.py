@@ -123,7 +123,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         raise CliError("no speech model: pass --model PATH (a whisper.cpp ggml file)")
     model = Path(model_spec).expanduser()
     try:
-        models.check_whisper_model(model)
+        models.read_whisper_info(model)
     except models.ModelFileError as error:
         raise CliError(str(error)) from error
     request = p.TranscribeRequest(

@@ -1000,8 +1000,3 @@ def read_whisper_info(path: Path | str) -> WhisperInfo:
         if tensors == 0:
             raise ModelFileError(f"truncated whisper model (no weights): {path}")
     return WhisperInfo(path, hparams, tensors, size)
-
-
-def check_whisper_model(path: Path | str) -> WhisperInfo:
-    """Alias kept for the engines: validate a whisper model before native code loads it."""
-    return read_whisper_info(path)

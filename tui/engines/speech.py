@@ -16,7 +16,7 @@ import numpy as np
 from tui.engines import protocol as p
 from tui.engines.chat import default_threads
 from tui.engines.worker import Channel
-from tui.models import ModelFileError, check_whisper_model
+from tui.models import ModelFileError, read_whisper_info
 
 SAMPLE_RATE = 16_000
 SILENCE_RMS = 0.003
@@ -45,7 +45,7 @@ class SpeechEngine:
         if self.model is not None and self.key == key:
             return True
         try:
-            info = check_whisper_model(request.model_path)
+            info = read_whisper_info(request.model_path)
         except ModelFileError as error:
             channel.emit(p.EngineFailed(str(error), "model", request.request_id))
             return False

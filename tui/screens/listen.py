@@ -355,7 +355,7 @@ class ListenScreen(Screen[None]):
             self._error("choose a speech model: type the path of a whisper.cpp ggml file")
             return None
         try:
-            models.check_whisper_model(model)
+            models.read_whisper_info(model)
         except models.ModelFileError as error:
             self._error(str(error))
             return None
