@@ -2,34 +2,54 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.theme import Theme
 
 from tui import locations
+from tui.budget import MemoryBudget, budget_bytes
 from tui.config import Settings
 from tui.engines.host import EngineHost
+from tui.hub import DownloadQueue, Job
 from tui.keys import KeySection, describe
 from tui.screens.chat import ChatScreen
 from tui.screens.gallery import GalleryScreen
 from tui.screens.help import HelpScreen
 from tui.screens.imagine import ImagineScreen
 from tui.screens.listen import ListenScreen
+from tui.screens.models import ModelsScreen
 from tui.store import Store
 from tui.themes import bundled_themes
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.message_log import MessageLog
 from tui.widgets.prompt_input import PromptInput
 
-PANELS = {"chat": ChatScreen, "imagine": ImagineScreen, "listen": ListenScreen}
-"""One mode per panel; Models joins here."""
+PANELS = {
+    "chat": ChatScreen,
+    "imagine": ImagineScreen,
+    "listen": ListenScreen,
+    "models": ModelsScreen,
+}
+"""One mode per panel."""
+
+IDLE_CHECK_S = 10.0
+
+
+class DownloadChanged(Message):
+    """A download started, finished, failed or was cancelled (not sent per chunk)."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__()
+        self.job = job
 
 
 class TriptychApp(App[None]):
-    """Keyboard-driven local AI: Chat (F2), Imagine (F3), Listen (F4)."""
+    """Keyboard-driven local AI: Chat (F2), Imagine (F3), Listen (F4), Models (F5)."""
 
     TITLE = "Triptych"
     CSS_PATH = "app.tcss"
@@ -43,6 +63,13 @@ class TriptychApp(App[None]):
         ),
         Binding(
             "f4", "switch_mode('listen')", "Listen", id="app.listen", tooltip="The Listen panel"
+        ),
+        Binding(
+            "f5",
+            "switch_mode('models')",
+            "Models",
+            id="app.models",
+            tooltip="Download, import and choose models",
         ),
         Binding(
             "ctrl+q",
@@ -76,6 +103,13 @@ class TriptychApp(App[None]):
         self.chat_host = EngineHost("chat", log_dir=locations.logs_dir())
         self.image_host = EngineHost("image", log_dir=locations.logs_dir())
         self.speech_host = EngineHost("speech", log_dir=locations.logs_dir())
+        self.budget = MemoryBudget(
+            [self.chat_host, self.image_host, self.speech_host],
+            budget_bytes(self.settings.memory_budget_mb),
+            notify=self._notify_any_thread,
+        )
+        self.downloads = DownloadQueue(on_change=self._download_changed)
+        self._download_states: dict[int, str] = {}
         self._themes: list[Theme] = bundled_themes()
         super().__init__()
         for theme in self._themes:
@@ -95,6 +129,39 @@ class TriptychApp(App[None]):
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_changed)
+        self.set_interval(IDLE_CHECK_S, self._unload_idle)
+
+    def _notify_any_thread(self, text: str) -> None:
+        if threading.get_ident() == self._thread_id:
+            self.notify(text)
+        else:
+            self.call_from_thread(self.notify, text)
+
+    def _unload_idle(self) -> None:
+        minutes = self.settings.idle_unload_minutes
+        if minutes > 0 and any(h.alive and not h.busy for h in self.budget.hosts):
+            self.run_worker(
+                lambda: self.budget.unload_idle(minutes * 60.0),
+                thread=True,
+                group="idle-unload",
+                exclusive=True,
+                exit_on_error=False,
+            )
+
+    def _download_changed(self, job: Job) -> None:
+        """From the download thread: forward state changes (not byte counts) to the loop."""
+        if self._download_states.get(id(job)) != job.state:
+            self._download_states[id(job)] = job.state
+            self.post_message(DownloadChanged(job))
+
+    def on_download_changed(self, message: DownloadChanged) -> None:
+        job = message.job
+        if job.state == "done":
+            self.notify(f"Downloaded {job.dest.name}", title="Models")
+        elif job.state == "failed":
+            self.notify(job.error, title="Download failed", severity="error", timeout=10)
+        for screen in self._screens_of(ModelsScreen):
+            screen.download_changed(job)
 
     def _theme_changed(self, theme: Theme) -> None:
         if self.settings.theme != theme.name:
@@ -131,15 +198,19 @@ class TriptychApp(App[None]):
             describe("Imagine", ImagineScreen.BINDINGS, keymap),
             describe("Imagine: gallery", GalleryScreen.BINDINGS, keymap),
             describe("Listen", ListenScreen.BINDINGS, keymap),
+            describe("Models", ModelsScreen.BINDINGS, keymap),
+        ]
+
+    def _screens_of(self, kind: type[Screen]) -> list:
+        return [
+            screen
+            for stack in self._screen_stacks.values()
+            for screen in stack
+            if isinstance(screen, kind)
         ]
 
     def _screens_with_recorders(self) -> list[ListenScreen]:
-        found = []
-        for stack in self._screen_stacks.values():
-            for screen in stack:
-                if isinstance(screen, ListenScreen) and screen.recorder is not None:
-                    found.append(screen)
-        return found
+        return [s for s in self._screens_of(ListenScreen) if s.recorder is not None]
 
     def open_chat_with_attachment(self, title: str, text: str) -> None:
         """A new conversation whose first message is the attached text (e.g. a transcript)."""
@@ -171,6 +242,11 @@ class TriptychApp(App[None]):
         yield SystemCommand(
             "Listen", "Switch to the Listen panel (F4)", lambda: self.switch_mode("listen")
         )
+        yield SystemCommand(
+            "Models",
+            "Download, import and choose models (F5)",
+            lambda: self.switch_mode("models"),
+        )
         targets: list[tuple[str, list, object]] = []
         if isinstance(screen, ChatScreen):
             targets = [
@@ -183,6 +259,8 @@ class TriptychApp(App[None]):
             targets = [("Gallery", GalleryScreen.BINDINGS, screen)]
         elif isinstance(screen, ListenScreen):
             targets = [("Listen", ListenScreen.BINDINGS, screen)]
+        elif isinstance(screen, ModelsScreen):
+            targets = [("Models", ModelsScreen.BINDINGS, screen)]
         for prefix, bindings, target in targets:
             for entry in describe("", bindings).entries:
                 yield SystemCommand(

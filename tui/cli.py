@@ -101,6 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transcribe.add_argument("-o", "--output", help="write to this file instead of stdout")
     transcribe.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
+    models_cmd = sub.add_parser(
+        "models",
+        help="list, download, import, delete models and choose the defaults",
+        description="Manage chat, image and speech models. Downloads come from the Hugging"
+        " Face Hub (HF_ENDPOINT and HF_TOKEN are honoured), resume after an interruption and"
+        " are checked against their sha256 before they are installed.",
+    )
+    msub = models_cmd.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    mlist = msub.add_parser("list", help="the catalog and the model files found on disk")
+    mlist.add_argument("--modality", choices=("chat", "image", "speech"))
+    mlist.add_argument("--json", action="store_true", help="one JSON object per line")
+    pull = msub.add_parser(
+        "pull",
+        help="download a catalog model (by id) or any Hub file (OWNER/REPO/FILE[@REVISION])",
+    )
+    pull.add_argument("spec", metavar="MODEL")
+    pull.add_argument("--sha256", help="check the download against this hash")
+    pull.add_argument("--default", action="store_true", help="make it the default afterwards")
+    mimport = msub.add_parser("import", help="check a model file's header and add it")
+    mimport.add_argument("path")
+    mimport.add_argument("--default", action="store_true", help="make it the default")
+    rm = msub.add_parser("rm", help="delete a model file from the models folder")
+    rm.add_argument("model", metavar="MODEL", help="catalog id, file name or path")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    default = msub.add_parser("default", help="show the defaults, or make MODEL the default")
+    default.add_argument("model", metavar="MODEL", nargs="?", help="catalog id, name or path")
     return parser
 
 
@@ -133,6 +159,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         translate=args.translate,
         initial_prompt=args.prompt,
         n_threads=args.threads if args.threads is not None else settings.threads,
+        use_gpu=settings.speech_use_gpu,
     )
     segments: list[transcript.Segment] = []
     duration = 0.0
@@ -271,7 +298,9 @@ def run_imagine(args: argparse.Namespace) -> int:
     paths = _batch_paths(output, params.batch_count)
 
     threads = args.threads if args.threads is not None else settings.threads
-    request = imaging.image_request(params, init_png, threads, preview=False)
+    request = imaging.image_request(
+        params, init_png, threads, preview=False, **imaging.gpu_options(settings)
+    )
     progress = _Progress(params.batch_count)
     progress.note("loading the model ...")
     host = EngineHost("image", log_dir=locations.logs_dir())
@@ -404,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_imagine(args)
         if args.command == "transcribe":
             return run_transcribe(args)
+        if args.command == "models":
+            from tui.models_cli import run_models
+
+            return run_models(args)
         return run_tui(args)
     except CliError as error:
         message = " ".join(str(error).split())  # always exactly one line

@@ -68,6 +68,26 @@ class Sampling:
             raise ValueError("seed must be -1 (random) or a non-negative number")
 
 
+def _coerce(kind: type, value: Any) -> Any:
+    """A file or environment value as the field's type (ValueError if it is not one)."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"not a yes/no value: {value!r}")
+    if kind is list:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part]
+        if isinstance(value, list):
+            return [str(item) for item in value]
+        raise ValueError(f"not a list: {value!r}")
+    return kind(value)
+
+
 @dataclass
 class Settings:
     """Application settings. Every field may be overridden by TRIPTYCH_<FIELD>."""
@@ -102,6 +122,21 @@ class Settings:
     """User presets of Imagine parameters, by name."""
     keymap: dict[str, str] = field(default_factory=dict)
     """Remapped keys: binding id -> keys, e.g. {"chat.regenerate" = "ctrl+r,f5"}."""
+    model_dirs: list[str] = field(default_factory=list)
+    """More folders the Models screen searches for model files."""
+    memory_budget_mb: int = 0
+    """Memory the loaded models may share; 0 means 75% of RAM. When a model
+    would not fit, idle engines are unloaded first."""
+    idle_unload_minutes: int = 15
+    """Unload a model nobody used for this long (0 keeps models loaded)."""
+    image_offload_to_cpu: bool = False
+    """Image engine on a GPU build: keep weights in RAM, move them to VRAM as needed."""
+    image_keep_clip_on_cpu: bool = False
+    """Image engine on a GPU build: run the text encoder on the CPU (saves VRAM)."""
+    image_keep_vae_on_cpu: bool = False
+    """Image engine on a GPU build: run the VAE on the CPU (saves VRAM)."""
+    speech_use_gpu: bool = True
+    """Speech engine: use the GPU when whisper.cpp was built with one."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:
@@ -118,15 +153,16 @@ class Settings:
         for f in fields(cls):
             if f.name in ("sampling", "keymap", "image_presets"):
                 continue
+            kind = type(getattr(settings, f.name))
             if f.name in data:
                 try:
-                    setattr(settings, f.name, type(getattr(settings, f.name))(data[f.name]))
+                    setattr(settings, f.name, _coerce(kind, data[f.name]))
                 except (TypeError, ValueError):
                     pass
             env = os.environ.get(ENV_PREFIX + f.name.upper())
             if env is not None:
                 try:
-                    setattr(settings, f.name, type(getattr(settings, f.name))(env))
+                    setattr(settings, f.name, _coerce(kind, env))
                 except ValueError:
                     pass
         presets = data.get("image_presets")

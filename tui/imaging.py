@@ -115,8 +115,21 @@ class ImageParams:
         return "\n".join(lines)
 
 
+def gpu_options(settings: Any) -> dict[str, bool]:
+    """The image engine's GPU memory settings (they matter only on a GPU build)."""
+    return {
+        "offload_to_cpu": settings.image_offload_to_cpu,
+        "keep_clip_on_cpu": settings.image_keep_clip_on_cpu,
+        "keep_vae_on_cpu": settings.image_keep_vae_on_cpu,
+    }
+
+
 def image_request(
-    params: ImageParams, init_png: bytes | None, threads: int, preview: bool = True
+    params: ImageParams,
+    init_png: bytes | None,
+    threads: int,
+    preview: bool = True,
+    **gpu: bool,
 ) -> Any:
     """The engine request (tui.engines.protocol.ImageRequest) for these parameters."""
     from tui.engines.protocol import ImageRequest
@@ -142,6 +155,7 @@ def image_request(
         taesd_path=path(params.taesd),
         n_threads=threads,
         preview=preview,
+        **gpu,
     )
 
 

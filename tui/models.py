@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -169,6 +169,17 @@ class GGUFInfo:
     """Offset just past the last tensor's data: the file must be at least this long."""
     context_length: int | None
     """``<architecture>.context_length``: the context the model was trained for."""
+    shape: dict[str, int] = field(default_factory=dict)
+    """Integer hyper-parameters used to estimate memory: block_count,
+    embedding_length, attention.head_count, attention.head_count_kv."""
+
+    def kv_cache_bytes(self, n_ctx: int) -> int:
+        """Bytes of an f16 KV cache for n_ctx tokens (0 when the header does not say)."""
+        layers = self.shape.get("block_count", 0)
+        width = self.shape.get("embedding_length", 0)
+        heads = self.shape.get("attention.head_count", 0) or 1
+        kv_heads = self.shape.get("attention.head_count_kv", heads)
+        return 2 * 2 * layers * n_ctx * width * kv_heads // heads
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (the path as a string)."""
@@ -321,6 +332,15 @@ def _read_value(r: _Reader, value_type: int, keep: bool) -> object:
     raise _Corrupt(f"unknown value type {value_type}")
 
 
+_SHAPE_KEYS = (
+    ".context_length",
+    ".block_count",
+    ".embedding_length",
+    ".attention.head_count",
+    ".attention.head_count_kv",
+)
+
+
 def _parse_header(r: _Reader, path: Path) -> tuple[int, int, int, dict[str, object], int]:
     """Parse everything before the tensor data.
 
@@ -346,7 +366,7 @@ def _parse_header(r: _Reader, path: Path) -> tuple[int, int, int, dict[str, obje
         key = r.string("key")
         value_type = r.u32()
         wanted = key in ("general.architecture", "general.name", "general.alignment") or (
-            key.endswith(".context_length") and value_type in _INTEGER_TYPES
+            key.endswith(_SHAPE_KEYS) and value_type in _INTEGER_TYPES
         )
         value = _read_value(r, value_type, keep=wanted)
         if wanted:
@@ -443,6 +463,15 @@ def read_gguf_info(path: Path | str) -> GGUFInfo:
         file_size=file_size,
         data_end=data_end,
         context_length=context if isinstance(context, int) and context > 0 else None,
+        shape={
+            key[len(architecture) + 1 :]: value
+            for key, value in kept.items()
+            if architecture
+            and key.startswith(architecture + ".")
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+            and value > 0
+        },
     )
 
 
@@ -495,11 +524,32 @@ class SafetensorsInfo:
     file_size: int
     data_end: int
     """Offset just past the last tensor's data: the file must be at least this long."""
+    role: str = "model"
+    """What the tensor names say it is: "model", "vae" or "taesd"."""
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
         data["path"] = str(self.path)
         return data
+
+
+_FULL_MODEL_PREFIXES = (
+    "model.diffusion_model.",
+    "cond_stage_model.",
+    "conditioner.",
+    "text_encoders.",
+)
+
+
+def image_file_role(names: list[str]) -> str:
+    """Classify a safetensors image file by its tensor names: model, vae or taesd."""
+    if any(n.startswith(_FULL_MODEL_PREFIXES) for n in names):
+        return "model"
+    if any(n.startswith(("decoder.layers.", "encoder.layers.")) for n in names):
+        return "taesd"
+    if any(n.startswith(("decoder.", "encoder.", "first_stage_model.")) for n in names):
+        return "vae"
+    return "model"
 
 
 def _check_model_path(path: Path) -> int:
@@ -647,6 +697,7 @@ def read_safetensors_info(path: Path | str) -> SafetensorsInfo:
     if count == 0:
         raise ModelFileError(f"safetensors file holds no tensors: {path}", path)
     return SafetensorsInfo(
+        role=image_file_role([n for n in header if n != "__metadata__"]),
         path=path,
         header_size=header_size,
         tensor_count=count,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ class EngineHost:
         self._active_id = 0
         self._cancel_deadline: float | None = None
         self.loaded_model: str | None = None
+        self.last_used = time.monotonic()
+        self.before_load: Callable[[EngineHost, Any], object] | None = None
+        """Called (e.g. by the memory budget) before a request that loads a new model."""
 
     # --- process management ---------------------------------------------------
 
@@ -166,6 +169,12 @@ class EngineHost:
             request_id = next(self._ids)
             request.request_id = request_id
             self._cancel_deadline = None
+            model = getattr(request, "model_path", None)
+            if self.before_load is not None and model and model != self.loaded_model:
+                try:
+                    self.before_load(self, request)
+                except Exception:  # noqa: BLE001 - the budget is advice, never a failure
+                    pass
             try:
                 if not self.alive:
                     self._discard()
@@ -187,6 +196,7 @@ class EngineHost:
                     self._send(p.Cancel(request_id=request_id))
                 self._active_id = 0
                 self._cancel_deadline = None
+                self.last_used = time.monotonic()
 
     def _events_until_done(self, request_id: int) -> Iterator[Any]:
         # Local references: shutdown() may run in another thread meanwhile.
@@ -243,6 +253,21 @@ class EngineHost:
                 conn.send(message)
             except OSError:
                 pass
+
+    def release(self) -> bool:
+        """End an idle engine process, returning all its memory; False if it is busy.
+
+        The next request starts a fresh process and loads its model again.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if not self.alive or self.busy:
+                return False
+            self.shutdown(timeout=1.0)
+            return True
+        finally:
+            self._lock.release()
 
     def unload(self) -> None:
         """Free the loaded model, keeping the process."""

@@ -164,7 +164,15 @@ class ImageEngine:
 
     def _load(self, request: p.ImageRequest, channel: Channel) -> bool:
         threads = request.n_threads or default_threads()
-        key = (request.model_path, request.vae_path, request.taesd_path, threads)
+        key = (
+            request.model_path,
+            request.vae_path,
+            request.taesd_path,
+            threads,
+            request.offload_to_cpu,
+            request.keep_clip_on_cpu,
+            request.keep_vae_on_cpu,
+        )
         if self.sd is not None and self.key == key:
             return True
         # Check every file before unloading: a bad pick keeps the loaded model.
@@ -189,6 +197,9 @@ class ImageEngine:
                 vae_path=request.vae_path,
                 taesd_path=request.taesd_path,
                 n_threads=threads,
+                offload_params_to_cpu=request.offload_to_cpu,
+                keep_clip_on_cpu=request.keep_clip_on_cpu,
+                keep_vae_on_cpu=request.keep_vae_on_cpu,
                 verbose=True,
             )
         except (ValueError, RuntimeError, OSError) as error:

@@ -147,6 +147,10 @@ class ImageRequest:
     n_threads: int = 0
     preview: bool = True
     """Send a preview of the image after each step (TAESD when given, else a projection)."""
+    offload_to_cpu: bool = False
+    """GPU builds: keep weights in RAM and move them to VRAM when needed."""
+    keep_clip_on_cpu: bool = False
+    keep_vae_on_cpu: bool = False
     request_id: int = 0
 
 
@@ -201,6 +205,8 @@ class TranscribeRequest:
     translate: bool = False
     initial_prompt: str = ""
     n_threads: int = 0
+    use_gpu: bool = True
+    """Use the GPU when whisper.cpp was built with one."""
     request_id: int = 0
 
 

@@ -36,12 +36,12 @@ def has_speech_energy(samples: np.ndarray) -> bool:
 class SpeechEngine:
     def __init__(self) -> None:
         self.model: Any = None
-        self.key: tuple[str, int] | None = None
+        self.key: tuple[str, int, bool] | None = None
         self.multilingual = True
 
     def _load(self, request: p.TranscribeRequest, channel: Channel) -> bool:
         threads = request.n_threads or default_threads()
-        key = (request.model_path, threads)
+        key = (request.model_path, threads, request.use_gpu)
         if self.model is not None and self.key == key:
             return True
         try:
@@ -57,6 +57,7 @@ class SpeechEngine:
             self.model = Model(
                 request.model_path,
                 n_threads=threads,
+                context_params={"use_gpu": request.use_gpu},
                 redirect_whispercpp_logs_to=None,
                 print_progress=False,
                 print_realtime=False,

@@ -24,6 +24,7 @@ from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from tui.store import Conversation, StoreError
 from tui.store import Message as StoredMessage
 from tui.widgets.conversation_list import ConversationList
+from tui.widgets.engine_status import EngineStatus
 from tui.widgets.message_log import WINDOW, MessageData, MessageLog, MessageView, format_stats
 from tui.widgets.prompt_input import PromptInput
 
@@ -178,6 +179,7 @@ class ChatScreen(Screen[None]):
                 yield MessageLog(id="log")
                 yield PromptInput(id="prompt", placeholder="Message (Enter sends, Ctrl+J newline)")
                 yield Static("", id="status")
+        yield EngineStatus()
         yield Footer(compact=True)
 
     async def on_mount(self) -> None:
@@ -243,6 +245,7 @@ class ChatScreen(Screen[None]):
             audio_path=str(info.path),
             language=settings.speech_language,
             n_threads=settings.threads,
+            use_gpu=settings.speech_use_gpu,
         )
         self._run_dictation(request)
 

@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 
 from tui.screens.dialogs import ConfirmScreen
 from tui.store import ImageRecord
+from tui.widgets.engine_status import EngineStatus
 from tui.widgets.image_view import ImageView
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class GalleryScreen(Screen[GalleryResult]):
             with Vertical(id="gallery-preview"):
                 yield ImageView(self.tapp.settings.image_protocol, id="gallery-image")
                 yield Static("", id="gallery-info")
+        yield EngineStatus()
         yield Footer(compact=True)
 
     def on_mount(self) -> None:

@@ -24,6 +24,7 @@ from tui.engines import protocol as p
 from tui.imaging import ImageParams
 from tui.screens.dialogs import TextPromptScreen
 from tui.store import ImageRecord, StoreError
+from tui.widgets.engine_status import EngineStatus
 from tui.widgets.image_view import ImageView
 
 if TYPE_CHECKING:
@@ -174,6 +175,7 @@ class ImagineScreen(Screen[None]):
                 yield ImageView(settings.image_protocol, id="image")
                 yield ProgressBar(total=1, show_eta=False, id="progress")
                 yield Static("Ctrl+G generates · Ctrl+L gallery", id="info")
+        yield EngineStatus()
         yield Footer(compact=True)
 
     def _preset_options(self) -> list[tuple[str, str]]:
@@ -289,7 +291,9 @@ class ImagineScreen(Screen[None]):
             params.taesd,
         )
         self._save_settings()
-        request = imaging.image_request(params, init_png, settings.threads)
+        request = imaging.image_request(
+            params, init_png, settings.threads, **imaging.gpu_options(settings)
+        )
         self.params_in_flight = params
         self.generating = True
         self._started = time.monotonic()

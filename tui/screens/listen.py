@@ -21,6 +21,7 @@ from tui import locations, models, transcript
 from tui.engines import protocol as p
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from tui.store import Recording, StoreError
+from tui.widgets.engine_status import EngineStatus
 
 if TYPE_CHECKING:
     from tui.app import TriptychApp
@@ -151,6 +152,7 @@ class ListenScreen(Screen[None]):
                 with VerticalScroll(id="transcript-scroll"):
                     yield Static("", id="transcript")
                 yield Static("Space records · o transcribes a file", id="listen-status")
+        yield EngineStatus()
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -373,6 +375,7 @@ class ListenScreen(Screen[None]):
             translate=self.query_one("#task", Select).value == "translate",
             initial_prompt=self.query_one("#initial-prompt", Input).value.strip(),
             n_threads=settings.threads,
+            use_gpu=settings.speech_use_gpu,
             **kwargs,
         )
 

@@ -1,0 +1,139 @@
+"""Share the machine's memory between the engines.
+
+Engines load their model on demand. Before one loads a model, the budget
+adds what it will need to what the other engines hold (their processes'
+resident memory) and, if that would pass the limit, unloads idle engines,
+least recently used first. An engine that is busy is never unloaded; the
+load then goes ahead over the budget rather than failing. Unloading ends the
+engine process, which returns every byte to the system; the next request
+starts it again, so no conversation, image or recording is affected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tui.catalog import total_ram
+from tui.models import ModelFileError, human_size, read_gguf_info
+
+DEFAULT_SHARE = 0.75
+"""Share of physical memory the models may use when no budget is set."""
+MIB = 1 << 20
+
+
+def process_rss(pid: int | None) -> int:
+    """Resident memory of a process in bytes (0 if unknown or gone)."""
+    if not pid:
+        return 0
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0
+
+
+def budget_bytes(memory_budget_mb: int) -> int:
+    """The limit from the setting (0 means DEFAULT_SHARE of RAM)."""
+    if memory_budget_mb > 0:
+        return memory_budget_mb * MIB
+    ram = total_ram()
+    return int(ram * DEFAULT_SHARE) if ram else 8 << 30
+
+
+def _size(path: str) -> int:
+    try:
+        return Path(path).stat().st_size if path else 0
+    except OSError:
+        return 0
+
+
+def request_need(request: Any) -> int:
+    """Bytes the model named by a request will take once loaded (an estimate).
+
+    The weights are the file sizes; chat adds its KV cache from the GGUF
+    header, image the working buffers at the requested size, speech whisper's
+    decoding buffers; each adds an engine process of about 60 MiB.
+    """
+    path = getattr(request, "model_path", "") or ""
+    need = _size(path) + 60 * MIB
+    name = type(request).__name__
+    if name == "ChatRequest":
+        try:
+            need += read_gguf_info(path).kv_cache_bytes(request.n_ctx)
+        except ModelFileError:
+            pass
+    elif name == "ImageRequest":
+        need += _size(request.vae_path) + _size(request.taesd_path)
+        need += request.width * request.height * 1024 + 128 * MIB
+    elif name == "TranscribeRequest":
+        need += 100 * MIB
+    return need
+
+
+class MemoryBudget:
+    """Decides which idle engines to unload; hosts call make_room before loading."""
+
+    def __init__(
+        self,
+        hosts: Sequence[Any],
+        limit: int,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.hosts = list(hosts)
+        self.limit = limit
+        self.notify = notify
+        for host in self.hosts:
+            host.before_load = self.make_room
+
+    def usage(self, host: Any) -> int:
+        return process_rss(host.pid) if host.alive else 0
+
+    def used(self) -> int:
+        return sum(self.usage(host) for host in self.hosts)
+
+    def make_room(self, host: Any, request: Any) -> list[str]:
+        """Unload idle engines until the request's model fits; return their names."""
+        need = request_need(request)
+        others = [h for h in self.hosts if h is not host and h.alive and h.loaded_model]
+        held = {h.engine: self.usage(h) for h in others}
+        used = sum(held.values()) + (self.usage(host) if host.alive else 0)
+        unloaded: list[str] = []
+        for other in sorted(others, key=lambda h: h.last_used):
+            if used + need <= self.limit:
+                break
+            model = Path(other.loaded_model or "").name
+            if other.release():
+                used -= held[other.engine]
+                unloaded.append(other.engine)
+                self._tell(
+                    f"Unloaded the {other.engine} model {model} ({human_size(held[other.engine])})"
+                    f" to make room within the {human_size(self.limit)} memory budget"
+                )
+        return unloaded
+
+    def unload_idle(self, idle_s: float) -> list[str]:
+        """Unload every engine whose model has not been used for idle_s seconds."""
+        if idle_s <= 0:
+            return []
+        now = time.monotonic()
+        unloaded = []
+        for host in self.hosts:
+            if host.alive and not host.busy and now - host.last_used >= idle_s:
+                model = Path(host.loaded_model or "").name or "engine"
+                if host.release():
+                    unloaded.append(host.engine)
+                    self._tell(f"Unloaded the idle {host.engine} model {model}")
+        return unloaded
+
+    def _tell(self, text: str) -> None:
+        if self.notify is not None:
+            try:
+                self.notify(text)
+            except Exception:  # noqa: BLE001 - a message must never break a load
+                pass

