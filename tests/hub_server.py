@@ -29,9 +29,9 @@ class HubFile:
     """What the Hub claims (defaults to the real hash)."""
     size: int | None = None
     """What the Hub claims (defaults to the real size)."""
-    drop_after: int | None = None
-    """Close the connection after this many bytes, once per entry in drops."""
-    drops: int = 0
+    drops: list[int] = field(default_factory=list)
+    """Each GET takes the first entry, if any, and closes the connection after
+    sending that many bytes (0: right after the headers)."""
     gets: list[str] = field(default_factory=list)
     """The Range header of each GET (empty string for none)."""
 
@@ -147,12 +147,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return
             payload = data[start:]
             with hub.lock:
-                drop = entry.drop_after is not None and entry.drops > 0
-                if drop:
-                    entry.drops -= 1
-            if drop:
-                assert entry.drop_after is not None
-                self.wfile.write(payload[: entry.drop_after])
+                drop = entry.drops.pop(0) if entry.drops else None
+            if drop is not None:
+                self.wfile.write(payload[:drop])
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(2)
@@ -171,6 +168,7 @@ class HubServer:
         self.hub = FakeHub()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.hub))
         self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -164,10 +164,10 @@ def _reply_started(screen: str) -> bool:
 
 
 def _status_line(screen: str) -> str:
-    """The status row: the one right above the footer (the line with "f2 Chat")."""
+    """The chat's status row: above the engine line, which is above the footer ("f2 Chat")."""
     lines = screen.splitlines()
     footer = next((i for i, line in enumerate(lines) if "f2 Chat" in line), None)
-    return lines[footer - 1] if footer else ""
+    return lines[footer - 2] if footer else ""
 
 
 def _words(text: str) -> list[str]:

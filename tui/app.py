@@ -209,6 +209,25 @@ class TriptychApp(App[None]):
             if isinstance(screen, kind)
         ]
 
+    def defaults_changed(self) -> None:
+        """Show new default models in panels that are already open."""
+        from textual.css.query import NoMatches
+        from textual.widgets import Input
+
+        settings = self.settings
+        fields = [
+            (ImagineScreen, "#model", settings.image_model),
+            (ImagineScreen, "#vae", settings.image_vae),
+            (ImagineScreen, "#taesd", settings.image_taesd),
+            (ListenScreen, "#speech-model", settings.speech_model),
+        ]
+        for kind, selector, value in fields:
+            for screen in self._screens_of(kind):
+                try:
+                    screen.query_one(selector, Input).value = value
+                except NoMatches:
+                    pass
+
     def _screens_with_recorders(self) -> list[ListenScreen]:
         return [s for s in self._screens_of(ListenScreen) if s.recorder is not None]
 

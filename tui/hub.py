@@ -138,11 +138,11 @@ def _hub_error(error: BaseException, spec: FileSpec) -> DownloadError:
 
 def remote_file(spec: FileSpec, timeout: float = 20.0) -> RemoteFile:
     """Ask the Hub where the file is, how big it is and its sha256 (one HEAD call)."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import get_hf_file_metadata, get_token, hf_hub_url
 
     url = hf_hub_url(spec.repo, spec.filename, revision=spec.revision, endpoint=endpoint())
     try:
-        meta = get_hf_file_metadata(url, timeout=timeout, endpoint=endpoint())
+        meta = get_hf_file_metadata(url, token=get_token(), timeout=timeout, endpoint=endpoint())
     except Exception as error:  # noqa: BLE001 - mapped to one line below
         raise _hub_error(error, spec) from None
     etag = (meta.etag or "").strip('"').lower()
@@ -284,13 +284,14 @@ def _transfer(
 ) -> tuple[int, hashlib._Hash]:
     """Stream the remaining bytes into part, resuming after dropped connections."""
     import httpx2
+    from huggingface_hub import get_token
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     session = get_session()
     failures = 0
     rate = _Rate(done)
     while True:
-        headers = build_hf_headers()
+        headers = build_hf_headers(token=get_token())
         headers["Accept-Encoding"] = "identity"
         if done:
             headers["Range"] = f"bytes={done}-"

@@ -110,7 +110,8 @@ def _resolve(settings: Settings, text: str) -> LocalModel:
     path = Path(text).expanduser()
     if path.exists():
         identity = library.identify(path)
-        return LocalModel(path, identity, path.stat().st_size, "models")
+        source = "models" if _inside_models(path) else "folder"
+        return LocalModel(path, identity, path.stat().st_size, source)
     matches = [m for m in found if m.name == text]
     if len(matches) == 1:
         return matches[0]
@@ -161,17 +162,18 @@ def _inside_models(path: Path) -> bool:
 
 
 class _Progress:
-    """One line on stderr: rewritten in place on a terminal, every 5 s otherwise."""
+    """One line on stderr: rewritten in place on a terminal; into a log or pipe, a
+    line every 10 s (a quick download prints nothing)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        self.last = time.monotonic()
 
     def __call__(self, done: int, total: int | None, speed: float) -> None:
         now = time.monotonic()
         finished = total is not None and done >= total
-        if not self.tty and now - self.last < 5.0 and not finished:
+        if not self.tty and now - self.last < 10.0:
             return
         self.last = now
         share = f"{100 * done // total}% of {human_size(total)}" if total else human_size(done)

@@ -12,7 +12,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
-from tui import models
+from tui import library, models
 from tui.config import Sampling
 
 FIELD_LABELS = {
@@ -27,6 +27,10 @@ FIELD_LABELS = {
 }
 
 DEFAULT_MODEL = ""
+
+
+def _by_name(path: Path) -> tuple[str, str]:
+    return path.name.lower(), str(path)
 
 
 @dataclass
@@ -53,7 +57,9 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
     def _model_options(self) -> list[tuple[str, str]]:
         options = [("Default model", DEFAULT_MODEL)]
         seen = {DEFAULT_MODEL}
-        for path in models.list_chat_models(self.models_dir):
+        # Chat GGUFs only (not diffusion GGUFs), from every place the Models panel looks.
+        found = library.scan(getattr(self.app, "settings", None), self.models_dir)
+        for path in sorted((m.path for m in found if m.modality == "chat"), key=_by_name):
             if str(path) not in seen:
                 options.append((path.name, str(path)))
                 seen.add(str(path))

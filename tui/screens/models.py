@@ -299,6 +299,7 @@ class ModelsScreen(Screen[None]):
         except (ModelFileError, OSError, ValueError) as error:
             self.notify(str(error), severity="error")
             return
+        self.tapp.defaults_changed()
         kind = "" if model.kind == "model" else f" {model.kind.upper()}"
         self.notify(f"{model.name} is now the default {model.modality}{kind} model")
         self.refresh_table()
@@ -382,6 +383,7 @@ class ModelsScreen(Screen[None]):
                 settings.save()
             except OSError:
                 pass
+            self.tapp.defaults_changed()
         self.notify(f"Deleted {model.name}")
         self.rescan()
 

@@ -48,11 +48,8 @@ class EngineStatus(Static):
                 parts.append(f"{host.engine} {_short(host.loaded_model)} {human_size(rss)}")
         text = " · ".join(parts) if parts else "no model loaded"
         budget = getattr(app, "budget", None)
-        if budget is not None:
-            if used:
-                text += f" │ {human_size(used)} of {human_size(budget.limit)}"
-            else:
-                text += f" │ budget {human_size(budget.limit)}"
+        if budget is not None and used:
+            text += f" │ {human_size(used)} of {human_size(budget.limit)}"
         downloads = getattr(app, "downloads", None)
         if downloads is not None:
             active = downloads.active()
