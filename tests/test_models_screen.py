@@ -127,6 +127,22 @@ async def test_catalog_download_with_a_wrong_checksum_fails_visibly(
         assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
 
 
+async def test_an_interrupted_download_shows_where_it_stopped(hub_env: HubServer, tmp_path: Path):
+    # What a killed app leaves: the hidden partial file beside the destination.
+    entry = catalog.find("whisper-base.en")
+    assert entry is not None
+    entry.dest().parent.mkdir(parents=True)
+    part = entry.dest().with_name(f".{entry.filename}.part")
+    part.write_bytes(b"\0" * (entry.size // 4 + 1))
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5", "3")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen._scanned)
+        assert status_of(screen, entry.name) == "stopped at 25% (Enter resumes)"
+        assert "Whisper base (English)" in titles(screen)  # not listed as a model file
+
+
 async def test_import_then_delete(hub_env: HubServer, tmp_path: Path):
     source = tmp_path / "elsewhere" / "my-whisper.bin"
     source.parent.mkdir()

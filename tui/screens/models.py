@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Static, Tab, Tabs
 
 from tui import catalog, library, locations
 from tui.catalog import CatalogEntry
-from tui.hub import DownloadError, Job, parse_spec
+from tui.hub import DownloadError, Job, parse_spec, part_path
 from tui.library import LocalModel
 from tui.models import ModelFileError, ensure_default_chat_model, human_size
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
@@ -176,6 +176,14 @@ class ModelsScreen(Screen[None]):
         if job is not None and job.state == "failed":
             return "!", "failed (Enter retries)"
         assert row.entry is not None
+        partial = part_path(row.entry.dest())
+        if partial.exists():
+            try:
+                done = partial.stat().st_size
+            except OSError:
+                done = 0
+            share = 100 * done // row.entry.size if row.entry.size else 0
+            return "…", f"stopped at {share}% (Enter resumes)"
         if not catalog.fits(row.entry):
             return " ", "needs more RAM than this machine has"
         return " ", ""
