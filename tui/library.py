@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,23 +274,69 @@ def import_model(source: Path | str, models_dir: Path | None = None) -> LocalMod
     return LocalModel(dest, identity, size, "models")
 
 
+def in_models_folder(path: Path | str, models_dir: Path | None = None) -> bool:
+    """Whether a file lies in Triptych's models folder (the only place it deletes from)."""
+    root = Path(models_dir) if models_dir else locations.models_dir()
+    try:
+        Path(path).expanduser().absolute().parent.resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 def delete_model(path: Path | str, models_dir: Path | None = None) -> None:
     """Delete a model file from Triptych's models folder (files elsewhere are refused)."""
     path = Path(path).expanduser()
-    root = (Path(models_dir) if models_dir else locations.models_dir()).resolve()
-    try:
-        real = path.absolute()
-        real.parent.resolve().relative_to(root)
-    except (ValueError, OSError):
+    if not in_models_folder(path, models_dir):
+        root = Path(models_dir) if models_dir else locations.models_dir()
         raise ModelFileError(
             f"{path} is not in Triptych's models folder ({root}); delete it yourself", path
-        ) from None
+        )
     try:
         path.unlink()
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {path}", path) from None
     except OSError as error:
         raise ModelFileError(f"cannot delete {path} ({error.strerror or error})", path) from None
+
+
+def remove(settings: Settings, model: LocalModel) -> bool:
+    """Delete a model file; if it was a default, clear that setting (not saved here).
+
+    Returns whether a default was cleared.
+    """
+    was_default = is_default(settings, model)
+    delete_model(model.path)
+    if was_default:
+        setattr(settings, default_field(model.modality, model.kind), "")
+    return was_default
+
+
+def expect_modality(modality: str | None) -> Callable[[Path], Identity]:
+    """A download validator: the file must be a usable model of this modality (any if None)."""
+
+    def validate(path: Path) -> Identity:
+        identity = identify(path)
+        if modality and identity.modality != modality:
+            raise ModelFileError(f"it is a {identity.modality} model, not a {modality} one")
+        return identity
+
+    return validate
+
+
+def installed_copy(
+    dest: Path, names: set[str], size: int, found: Iterable[LocalModel]
+) -> LocalModel | None:
+    """The file found on disk that is a catalog entry: at its destination in the models
+    folder, or elsewhere (an added folder, the HF cache) with its name and exact size."""
+    found = list(found)
+    for model in found:
+        if model.path == dest:
+            return model
+    for model in found:
+        if model.source != "models" and model.name in names and model.size == size:
+            return model
+    return None
 
 
 # --------------------------------------------------------------------------- defaults

@@ -56,7 +56,8 @@ def _list(settings: Settings, modality: str | None, as_json: bool) -> int:
         if not as_json:
             print(f"{library.MODALITY_TITLES[mod]} models")
         for entry in catalog.entries(mod):
-            match = next((m for m in local if m.path == entry.dest()), None)
+            names = {entry.filename, Path(entry.file).name}
+            match = library.installed_copy(entry.dest(), names, entry.size, local)
             if match is not None:
                 claimed.add(match.path)
             status = _status(settings, match) if match else "available"
@@ -110,7 +111,7 @@ def _resolve(settings: Settings, text: str) -> LocalModel:
     path = Path(text).expanduser()
     if path.exists():
         identity = library.identify(path)
-        source = "models" if _inside_models(path) else "folder"
+        source = "models" if library.in_models_folder(path) else "folder"
         return LocalModel(path, identity, path.stat().st_size, source)
     matches = [m for m in found if m.name == text]
     if len(matches) == 1:
@@ -132,7 +133,7 @@ def _set_default(settings: Settings, path: Path) -> None:
 
 def _remove(settings: Settings, text: str, yes: bool) -> int:
     model = _resolve(settings, text)
-    if model.source != "models" and not _inside_models(model.path):
+    if not library.in_models_folder(model.path):
         raise CliError(f"{model.path} is outside Triptych's models folder; delete it yourself")
     if not yes:
         if not sys.stdin.isatty():
@@ -141,24 +142,13 @@ def _remove(settings: Settings, text: str, yes: bool) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("kept", file=sys.stderr)
             return 1
-    was_default = library.is_default(settings, model)
-    library.delete_model(model.path)
-    if was_default:
-        setattr(settings, library.default_field(model.modality, model.kind), "")
+    if library.remove(settings, model):
         try:
             settings.save()
         except OSError:
             pass
     print(f"deleted {model.path}")
     return 0
-
-
-def _inside_models(path: Path) -> bool:
-    try:
-        path.absolute().parent.resolve().relative_to(locations.models_dir().resolve())
-    except (ValueError, OSError):
-        return False
-    return True
 
 
 class _Progress:
@@ -204,12 +194,6 @@ def _pull(settings: Settings, text: str, sha256: str | None, make_default: bool)
             print(f"already installed: {dest}", file=sys.stderr)
             path = dest
         else:
-
-            def validate(part: Path) -> None:
-                identity = library.identify(part)
-                if modality and identity.modality != modality:
-                    raise ModelFileError(f"it is a {identity.modality} model, not {modality}")
-
             cancel = threading.Event()
             try:
                 path = download(
@@ -218,7 +202,7 @@ def _pull(settings: Settings, text: str, sha256: str | None, make_default: bool)
                     sha256=expected,
                     progress=_Progress(dest.name),
                     cancel=cancel,
-                    validate=validate,
+                    validate=library.expect_modality(modality),
                 )
             except KeyboardInterrupt:
                 print("\ninterrupted: run the same command again to resume", file=sys.stderr)

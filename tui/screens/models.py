@@ -142,7 +142,8 @@ class ModelsScreen(Screen[None]):
         rows: list[Row] = []
         claimed: set[Path] = set()
         for entry in catalog.entries(self.modality):
-            match = self._match(entry, local)
+            names = {entry.filename, Path(entry.file).name}
+            match = library.installed_copy(entry.dest(), names, entry.size, local)
             if match is not None:
                 claimed.add(match.path)
             rows.append(Row(key=f"catalog:{entry.id}", entry=entry, local=match))
@@ -150,17 +151,6 @@ class ModelsScreen(Screen[None]):
             if model.path not in claimed:
                 rows.append(Row(key=f"file:{model.path}", local=model))
         return rows
-
-    def _match(self, entry: CatalogEntry, local: list[LocalModel]) -> LocalModel | None:
-        dest = entry.dest()
-        for model in local:
-            if model.path == dest:
-                return model
-        names = {entry.filename, Path(entry.file).name}
-        for model in local:
-            if model.source != "models" and model.name in names and model.size == entry.size:
-                return model
-        return None
 
     def _status(self, row: Row) -> tuple[str, str]:
         """(mark, status text) of a row."""
@@ -324,15 +314,12 @@ class ModelsScreen(Screen[None]):
                 f" has {human_size(catalog.total_ram())}. Downloading anyway.",
                 severity="warning",
             )
-        expected = entry.modality
-
-        def validate(path: Path) -> None:
-            identity = library.identify(path)
-            if identity.modality != expected:
-                raise ModelFileError(f"it is a {identity.modality} model, not a {expected} one")
-
         self.tapp.downloads.add(
-            row.key, entry.spec, entry.dest(), sha256=entry.sha256, validate=validate
+            row.key,
+            entry.spec,
+            entry.dest(),
+            sha256=entry.sha256,
+            validate=library.expect_modality(entry.modality),
         )
         self.notify(f"Downloading {entry.name} ({human_size(entry.size)})")
         self.refresh_table()
@@ -376,17 +363,15 @@ class ModelsScreen(Screen[None]):
 
     def _delete(self, model: LocalModel) -> None:
         settings = self.tapp.settings
-        was_default = library.is_default(settings, model)
         for host in (self.tapp.chat_host, self.tapp.image_host, self.tapp.speech_host):
             if host.loaded_model and Path(host.loaded_model) == model.path:
                 host.release()
         try:
-            library.delete_model(model.path)
+            was_default = library.remove(settings, model)
         except ModelFileError as error:
             self.notify(str(error), severity="error")
             return
         if was_default:
-            setattr(settings, library.default_field(model.modality, model.kind), "")
             try:
                 settings.save()
             except OSError:
@@ -438,7 +423,7 @@ class ModelsScreen(Screen[None]):
                 self.notify(f"{dest.name} is already installed", severity="warning")
                 return
             self.tapp.downloads.add(
-                f"file:{dest}", spec, dest, validate=lambda path: library.identify(path)
+                f"file:{dest}", spec, dest, validate=library.expect_modality(None)
             )
             self.notify(f"Downloading {spec}")
 
