@@ -12,7 +12,7 @@ from tui.budget import MemoryBudget, process_rss, request_need
 from tui.engines import protocol as p
 from tui.engines.host import EngineHost
 
-QUESTION = "What is the capital of France?"
+QUESTION = "Name the capital city of France."
 
 
 def ask(host: EngineHost, model: Path) -> str:

@@ -22,9 +22,11 @@ import pytest
 from tui.engines import protocol as p
 from tui.engines.host import EngineHost
 
-PARIS_QUESTION = "What is the capital of France?"
+PARIS_QUESTION = "Name the capital city of France."
 SYSTEM = p.ChatMessage("system", "You are a helpful assistant.")
-"""SmolLM2's own default system prompt makes it answer in French; this one gets 'Paris'."""
+"""With "What is the capital of France?" SmolLM2 answers in French on AVX2-only CPUs
+(other float rounding than the AVX-512 machines these tests were first written on);
+this phrasing answers "Paris" with or without a system prompt."""
 LONG_STORY = "Write a very long story about a dragon"
 THREADS = 1
 """One thread: ggml's spinning worker threads slow down badly when the two cores of

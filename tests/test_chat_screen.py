@@ -72,7 +72,7 @@ async def test_paris_through_the_tui(app_dirs, chat_model):
     app = make_app(chat_model)
     async with app.run_test(size=(80, 24)) as pilot:
         before = last_reply_id(app)
-        await send(pilot, "What is the capital of France?")
+        await send(pilot, "Name the capital city of France.")
         await wait_reply(pilot, app, before)
         reply = last_view(app, "assistant").data
         assert "Paris" in reply.content
@@ -82,7 +82,7 @@ async def test_paris_through_the_tui(app_dirs, chat_model):
         assert "tok/s" in status and "first token" in status
         conversation = chat(app).conversation
         assert conversation is not None
-        assert conversation.title.startswith("What is the capital")
+        assert conversation.title.startswith("Name the capital")
     # It survived in the database.
     with Store() as store:
         messages = store.list_messages(conversation.id)
@@ -104,7 +104,7 @@ async def test_stop_keeps_the_partial_reply(app_dirs, chat_model):
         assert stored.state == "stopped" and stored.content == reply.content
         # The next message works.
         before = last_reply_id(app)
-        await send(pilot, "What is the capital of France?")
+        await send(pilot, "Name the capital city of France.")
         await wait_reply(pilot, app, before)
         assert last_view(app, "assistant").data.state == "complete"
 
@@ -129,7 +129,7 @@ async def test_killed_engine_shows_error_and_recovers(app_dirs, chat_model):
         )
         chat(app).conversation = app.store.get_conversation(conversation.id)
         before = last_reply_id(app)
-        await send(pilot, "What is the capital of France?")
+        await send(pilot, "Name the capital city of France.")
         await wait_reply(pilot, app, before)
         assert last_view(app, "assistant").data.state == "complete"
 
@@ -151,7 +151,7 @@ async def test_regenerate_and_edit_last(app_dirs, chat_model):
     app = make_app(chat_model, max_tokens=16)
     async with app.run_test(size=(80, 24)) as pilot:
         before = last_reply_id(app)
-        await send(pilot, "What is the capital of France?")
+        await send(pilot, "Name the capital city of France.")
         await wait_reply(pilot, app, before)
         first_reply = last_view(app, "assistant").data.id
         before = last_reply_id(app)
@@ -163,7 +163,7 @@ async def test_regenerate_and_edit_last(app_dirs, chat_model):
         # Edit the last user message and resend it.
         await pilot.press("ctrl+g")
         prompt = app.screen.query_one(PromptInput)
-        assert prompt.text == "What is the capital of France?"
+        assert prompt.text == "Name the capital city of France."
         prompt.text = "What is the capital of Italy?"
         before = last_reply_id(app)
         await pilot.press("enter")

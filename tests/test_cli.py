@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TRIPTYCH = Path(sys.executable).parent / "triptych"
-PARIS = ["What is the capital of France?", "--temperature", "0", "--max-tokens", "32"]
+PARIS = ["Name the capital city of France.", "--temperature", "0", "--max-tokens", "32"]
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ screen stays, so it lands wherever the cursor was)."""
 TAG_VARIABLE = "E2E_TMUX_TAG"
 """Set in every pane, so that teardown finds all processes a test started."""
 
-FRANCE = "What is the capital of France?"
+FRANCE = "Name the capital city of France."
 GERMANY = "What is the capital of Germany?"
 STORY = "Write a very long story about a dragon."
 
@@ -410,7 +410,7 @@ def test_chat_round_trip_and_restart(tmux: Tmux, tmp_path: Path, chat_model: Pat
     tmux.start("again", env)
     screen = tmux.wait_for(
         "again",
-        lambda s: ready(s) and "Paris" in _reply_text(s) and "What is the capital" in _sidebar(s),
+        lambda s: ready(s) and "Paris" in _reply_text(s) and "Name the capital" in _sidebar(s),
         30,
         "the saved conversation after a restart",
     )
