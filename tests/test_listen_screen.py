@@ -4,6 +4,7 @@ source), the real recorder, the real Whisper model in the speech engine process.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,3 +216,20 @@ async def test_a_crashed_recording_is_listed_with_its_duration(app_dirs, tmp_pat
         assert abs(repaired.duration_s - 3.0) < 0.01
         with wave.open(str(path)) as handle:
             assert handle.getnframes() == 16_000 * 3
+
+
+async def test_open_file_refuses_what_is_not_a_regular_file(app_dirs, tmp_path):
+    """/dev/zero or a named pipe is named for what it is, not called missing (and never read)."""
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_listen(pilot)
+        for path, kind in (("/dev/zero", "a character device"), (str(fifo), "a named pipe")):
+            await pilot.press("o")
+            await wait_until(pilot, lambda: isinstance(app.screen, TextPromptScreen), 5)
+            await pilot.press(*path, "enter")
+            await pilot.pause()
+            status = str(screen.query_one("#listen-status").render())
+            assert f"not a regular file: {path} ({kind})" in status, status
+        assert app.store.list_recordings() == []

@@ -130,3 +130,37 @@ def test_cancel_stops_quickly(host, tmp_path):
     assert isinstance(last, p.GenerationFinished) and last.reason == "cancelled"
     assert time.monotonic() - cancelled_at < 1.6
     assert Path(wav).exists()
+
+
+def test_long_file_goes_in_windows_with_times_across_their_edges(host, tmp_path):
+    """90 s of silence with a sentence at 3 s, one across the first window's 30 s edge
+    and one at 75 s: each is heard whole and dated where it was put."""
+    from tui.audiofile import write_wav_16k
+    from tui.engines.speech import LEAD_IN_S
+
+    with wave.open(str(speak(SENTENCE, tmp_path / "s.wav"))) as handle:
+        pcm = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16)
+    sentence = pcm.astype(np.float32) / 32768
+    places = (3.0, 26.5, 75.0)
+    audio = np.zeros(90 * 16_000, dtype=np.float32)
+    for place in places:
+        start = round(place * 16_000)
+        audio[start : start + sentence.size] = sentence
+    wav = write_wav_16k(audio, tmp_path / "long.wav")
+    request = p.TranscribeRequest(
+        model_path=str(whisper_model()), audio_path=str(wav), language="en", n_threads=2
+    )
+    events = list(host.submit(request))
+    assert isinstance(events[0], p.AudioLoaded) and events[0].duration_s == pytest.approx(90.0)
+    assert isinstance(events[-1], p.GenerationFinished)
+    segments = [e for e in events if isinstance(e, p.SegmentTranscribed)]
+    length = sentence.size / 16_000
+    for place in places:
+        near = [s for s in segments if place - 2 <= s.start_s <= place + length]
+        assert near, (place, segments)
+        assert place - LEAD_IN_S - 0.3 <= near[0].start_s <= place + 1.0, (place, near)
+        assert near[-1].end_s <= place + length + 1.0, (place, near)
+        assert heard(" ".join(s.text for s in near)) >= len(WORDS) - 2, (place, near)
+    assert len(segments) <= 2 * len(places), segments  # nothing invented in the silence
+    for before, after in zip(segments, segments[1:], strict=False):
+        assert before.start_s <= before.end_s <= after.start_s

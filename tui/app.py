@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
 
 from tui import locations
 from tui.budget import MemoryBudget, budget_bytes
 from tui.config import Settings
+from tui.cpu import CpuGate, available_cpus
 from tui.engines.host import EngineHost
 from tui.hub import DownloadQueue, Job
 from tui.keys import KeySection, describe
+from tui.safe_text import one_line, visible
 from tui.screens.chat import ChatScreen
 from tui.screens.gallery import GalleryScreen
 from tui.screens.help import HelpScreen
 from tui.screens.imagine import ImagineScreen
 from tui.screens.listen import ListenScreen
 from tui.screens.models import ModelsScreen
-from tui.store import Store
+from tui.signals import SignalExit, exit_status
+from tui.store import Store, StoreError
+from tui.terminal_guard import install as install_terminal_guard
 from tui.themes import bundled_themes
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.message_log import MessageLog
@@ -55,20 +61,42 @@ class TriptychApp(App[None]):
     CSS_PATH = "app.tcss"
     MODES = PANELS
     DEFAULT_MODE = "chat"
+    # The panel keys are priority bindings: the app checks those as each key
+    # arrives, so the switch is done before the next key is routed. A plain
+    # binding runs only after the key has bubbled up from the focused widget,
+    # and keys typed meanwhile went to the panel being left.
     BINDINGS = [
         Binding("f1", "help", "Help", id="app.help", tooltip="Show every key"),
-        Binding("f2", "switch_mode('chat')", "Chat", id="app.chat", tooltip="The Chat panel"),
         Binding(
-            "f3", "switch_mode('imagine')", "Imagine", id="app.imagine", tooltip="The Imagine panel"
+            "f2",
+            "switch_mode('chat')",
+            "Chat",
+            id="app.chat",
+            priority=True,
+            tooltip="The Chat panel",
         ),
         Binding(
-            "f4", "switch_mode('listen')", "Listen", id="app.listen", tooltip="The Listen panel"
+            "f3",
+            "switch_mode('imagine')",
+            "Imagine",
+            id="app.imagine",
+            priority=True,
+            tooltip="The Imagine panel",
+        ),
+        Binding(
+            "f4",
+            "switch_mode('listen')",
+            "Listen",
+            id="app.listen",
+            priority=True,
+            tooltip="The Listen panel",
         ),
         Binding(
             "f5",
             "switch_mode('models')",
             "Models",
             id="app.models",
+            priority=True,
             tooltip="Download, import and choose models",
         ),
         Binding(
@@ -108,9 +136,15 @@ class TriptychApp(App[None]):
             budget_bytes(self.settings.memory_budget_mb),
             notify=self._notify_any_thread,
         )
+        # Engines whose threads together exceed the CPUs take turns (see tui/cpu.py).
+        self.cpu_gate = CpuGate()
+        for host in (self.chat_host, self.image_host, self.speech_host):
+            host.cpu_gate = self.cpu_gate
         self.downloads = DownloadQueue(on_change=self._download_changed)
         self._download_states: dict[int, str] = {}
         self._themes: list[Theme] = bundled_themes()
+        self.signal_exit = SignalExit(self._exit_on_signal, self._emergency_exit)
+        install_terminal_guard()
         super().__init__()
         for theme in self._themes:
             self.register_theme(theme)
@@ -122,14 +156,48 @@ class TriptychApp(App[None]):
             self.theme = "triptych-dark"
 
     def on_load(self) -> None:
+        # Before the driver puts the terminal into application mode, so that a
+        # signal at any moment after finds the handler that restores it.
+        self.signal_exit.install(asyncio.get_running_loop())
         # Before compose: the Chat screen mounts (and shows the open conversation)
         # before App.on_mount runs, so marking there left a crashed reply shown as
-        # still streaming ("…") until it was opened again.
-        self.store.mark_interrupted()
+        # still streaming ("…") until it was opened again. `triptych` has done this
+        # already (Store.open_checked); a failure here must not end the app.
+        try:
+            self.store.mark_interrupted()
+        except StoreError as error:
+            self.notify(str(error), severity="error", timeout=10)
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.set_interval(IDLE_CHECK_S, self._unload_idle)
+        cpus = available_cpus()
+        if self.settings.threads > cpus:
+            # The engines use all the CPUs instead (tui/cpu.py bounds every request).
+            self.notify(
+                f"threads = {self.settings.threads} in the settings is more than the {cpus}"
+                f" CPUs here; the engines use {cpus}",
+                severity="warning",
+            )
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Textual's notify, for messages that quote data (file names, engine and server
+        errors): their control characters are shown, never sent."""
+        super().notify(
+            visible(message),
+            title=one_line(title),
+            severity=severity,
+            timeout=timeout,
+            markup=markup,
+        )
 
     def _notify_any_thread(self, text: str) -> None:
         if threading.get_ident() == self._thread_id:
@@ -177,12 +245,44 @@ class TriptychApp(App[None]):
         self.chat_host.shutdown()
         self.image_host.shutdown()
         self.speech_host.shutdown()
+        # Saved (the screens unmount first) and engines stopped: a signal's
+        # watchdog has nothing left to rescue.
+        self.signal_exit.finished()
+
+    async def action_switch_mode(self, mode: str) -> None:
+        # Textual's own action does not wait for a panel opened for the first time
+        # to be built, and keys typed meanwhile reach no widget. Waiting here holds
+        # them (the panel keys are priority bindings) until the panel has focus.
+        await self.switch_mode(mode)
 
     async def action_quit(self) -> None:
+        self._quit()
+
+    def _quit(self, return_code: int = 0) -> None:
         for host in (self.chat_host, self.image_host, self.speech_host):
             if host.busy:
                 host.cancel(grace_s=0.3)
-        self.exit()
+        self.exit(return_code=return_code)
+
+    def _exit_on_signal(self, signum: int) -> None:
+        """SIGTERM or SIGHUP: what Ctrl+Q does, then exit with 128 + signum.
+
+        Exiting restores the terminal (alternate screen, mouse, cursor), and the
+        screens save on unmount. The Chat screens save here first as well, in
+        case the terminal has hung up and the rest of the exit gets stuck on it.
+        """
+        for screen in self._screens_of(ChatScreen):
+            screen.save_for_exit()
+        self._quit(exit_status(signum))
+
+    def _emergency_exit(self) -> None:
+        """From the signal watchdog's thread, when the clean exit got stuck."""
+        try:
+            for screen in self._screens_of(ChatScreen):
+                screen.emergency_save()
+        finally:
+            for host in (self.chat_host, self.image_host, self.speech_host):
+                host.kill()
 
     # --- help and command palette --------------------------------------------------
 

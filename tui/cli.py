@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tui import __version__
+from tui.safe_text import StreamFilter, for_stream, is_terminal, one_line
 
 
 class CliError(Exception):
@@ -17,10 +21,65 @@ class CliError(Exception):
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+MAX_STDIN_PROMPT = 1 << 20
+"""Longest prompt read from standard input (bytes); /dev/zero must not fill the memory."""
+
+
+def _read_prompt(text: str) -> str:
+    """The prompt argument, or standard input for '-' (bounded, decoded as UTF-8)."""
+    if text != "-":
+        return text
+    data = sys.stdin.buffer.read(MAX_STDIN_PROMPT + 1)
+    if len(data) > MAX_STDIN_PROMPT:
+        raise CliError(f"the prompt on standard input is longer than {MAX_STDIN_PROMPT} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError("the prompt on standard input is not UTF-8 text") from None
+
+
+def _threads(requested: int | None, configured: int) -> int:
+    """Engine threads: --threads must fit the CPUs (else one line, exit 1); the
+    setting is bounded to them with a note, so a settings file copied from a bigger
+    machine still works."""
+    from tui import cpu
+
+    cpus = cpu.available_cpus()
+    if requested is not None:
+        if requested > cpus:
+            raise CliError(
+                f"--threads {requested} is more than the {cpus} CPUs this process may use"
+            )
+        return requested
+    if configured > cpus:
+        print(
+            f"triptych: note: threads = {configured} in the settings is more than the"
+            f" {cpus} CPUs available; using {cpus}",
+            file=sys.stderr,
+        )
+    return cpu.bound_threads(configured)
+
+
+def _input_file(path: Path, what: str) -> None:
+    """CliError unless path is a readable regular file (not a device, FIFO, folder)."""
+    from tui.files import check_input_file
+
+    try:
+        check_input_file(path, what)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+THREADS_HELP = "CPU threads (at most the CPUs available)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--repeat-penalty", type=float, default=None)
     chat.add_argument("--ctx", type=int, default=None, help="context size in tokens")
     chat.add_argument("--seed", type=int, default=None)
-    chat.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
+    chat.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
     chat.add_argument(
         "--stats",
         action="store_true",
@@ -86,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     imagine.add_argument(
         "--taesd", default=None, metavar="PATH", help="TAESD file (fast decode and previews)"
     )
-    imagine.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
+    imagine.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
 
     transcribe = sub.add_parser("transcribe", help="transcribe an audio file (WAV, FLAC, OGG, MP3)")
     transcribe.add_argument("file", help="the audio file")
@@ -100,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("txt", "srt", "vtt", "json"), default="txt", help="output format"
     )
     transcribe.add_argument("-o", "--output", help="write to this file instead of stdout")
-    transcribe.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
+    transcribe.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
     models_cmd = sub.add_parser(
         "models",
         help="list, download, import, delete models and choose the defaults",
@@ -139,9 +198,9 @@ def run_transcribe(args: argparse.Namespace) -> int:
     from tui.engines.host import EngineHost
 
     settings = Settings.load()
+    threads = _threads(args.threads, settings.threads)
     audio = Path(args.file).expanduser()
-    if not audio.is_file():
-        raise CliError(f"audio file not found: {audio}")
+    _input_file(audio, "audio file")
     if audio.stat().st_size == 0:
         raise CliError(f"audio file is empty: {audio}")
     model_spec = args.speech_model or settings.speech_model
@@ -158,7 +217,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         language=args.language,
         translate=args.translate,
         initial_prompt=args.prompt,
-        n_threads=args.threads if args.threads is not None else settings.threads,
+        n_threads=threads,
         use_gpu=settings.speech_use_gpu,
     )
     segments: list[transcript.Segment] = []
@@ -171,7 +230,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
             elif isinstance(event, p.SegmentTranscribed):
                 segments.append(transcript.Segment(event.start_s, event.end_s, event.text))
                 if sys.stderr.isatty():
-                    print(f"[{event.start_s:7.2f}] {event.text}", file=sys.stderr)
+                    line = one_line(event.text)
+                    print(f"[{event.start_s:7.2f}] {line}", file=sys.stderr)
             elif isinstance(event, p.EngineFailed):
                 raise CliError(event.message)
     finally:
@@ -190,9 +250,12 @@ def run_transcribe(args: argparse.Namespace) -> int:
             out.write_text(text, encoding="utf-8")
         except OSError as error:
             raise CliError(f"could not write {out}: {error.strerror or error}") from error
-        print(out)
+        print(for_stream(str(out), sys.stdout))
     else:
-        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        # The transcript is model output: shown made visible on a terminal, exact into
+        # a pipe or file (tui.safe_text.for_stream).
+        text = text if text.endswith("\n") or not text else text + "\n"
+        sys.stdout.write(for_stream(text, sys.stdout))
     return 0
 
 
@@ -237,15 +300,14 @@ class _Progress:
 
 
 def run_imagine(args: argparse.Namespace) -> int:
-    import os
-
     from tui import imaging, locations, models
     from tui.config import Settings
     from tui.engines import protocol as p
     from tui.engines.host import EngineHost
 
     settings = Settings.load()
-    prompt = (sys.stdin.read() if args.prompt == "-" else args.prompt).strip()
+    threads = _threads(args.threads, settings.threads)
+    prompt = _read_prompt(args.prompt).strip()
     model = args.image_model or settings.image_model
     if not model:
         raise CliError("no image model: pass --model PATH (a .safetensors or .gguf file)")
@@ -297,7 +359,6 @@ def run_imagine(args: argparse.Namespace) -> int:
         raise CliError(f"the output is a folder, not a file name: {output}")
     paths = _batch_paths(output, params.batch_count)
 
-    threads = args.threads if args.threads is not None else settings.threads
     request = imaging.image_request(
         params, init_png, threads, preview=False, **imaging.gpu_options(settings)
     )
@@ -320,7 +381,7 @@ def run_imagine(args: argparse.Namespace) -> int:
                     progress.end()
                     raise CliError(f"cannot write {path}: {error.strerror or error}") from error
                 progress.end()
-                print(path, flush=True)
+                print(for_stream(str(path), sys.stdout), flush=True)
             elif isinstance(event, p.EngineFailed):
                 progress.end()
                 raise CliError(event.message)
@@ -341,6 +402,7 @@ def run_chat(args: argparse.Namespace) -> int:
     from tui.engines.host import EngineHost
 
     settings = Settings.load()
+    threads = _threads(args.threads, settings.threads)
     sampling = settings.sampling
     for name in ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed"):
         value = getattr(args, name)
@@ -354,10 +416,12 @@ def run_chat(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from error
     # Strip: `echo ... | triptych chat -` ends the prompt with a newline, which
     # changes what small models answer.
-    prompt = (sys.stdin.read() if args.prompt == "-" else args.prompt).strip()
+    prompt = _read_prompt(args.prompt).strip()
     if not prompt:
         raise CliError("the prompt is empty")
-    model_path = models.resolve_chat_model(args.chat_model or settings.chat_model)
+    # `triptych chat --model X` wins over `triptych --model X chat`, which wins over
+    # the setting.
+    model_path = models.resolve_chat_model(args.chat_model or args.model or settings.chat_model)
     try:
         models.read_gguf_info(model_path)
     except models.ModelFileError as error:
@@ -372,7 +436,7 @@ def run_chat(args: argparse.Namespace) -> int:
         model_path=str(model_path),
         messages=messages,
         n_ctx=sampling.n_ctx,
-        n_threads=args.threads if args.threads is not None else settings.threads,
+        n_threads=threads,
         gpu_layers=settings.gpu_layers,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
@@ -384,16 +448,20 @@ def run_chat(args: argparse.Namespace) -> int:
     )
     from tui import locations
 
+    # The reply is model output: on a terminal its control characters are shown
+    # (a CRLF split across two tokens too); into a pipe or file it is exact.
+    exact = not is_terminal(sys.stdout)
+    tokens = StreamFilter()
     host = EngineHost("chat", log_dir=locations.logs_dir())
     try:
         for event in host.submit(request):
             if isinstance(event, p.TokenGenerated):
-                sys.stdout.write(event.text)
+                sys.stdout.write(event.text if exact else tokens.feed(event.text))
                 sys.stdout.flush()
             elif isinstance(event, p.EngineFailed):
                 raise CliError(event.message)
             elif isinstance(event, p.GenerationFinished):
-                sys.stdout.write("\n")
+                sys.stdout.write(("" if exact else tokens.flush()) + "\n")
                 sys.stdout.flush()
                 if args.stats:
                     stats = event.stats
@@ -420,30 +488,91 @@ def run_tui(args: argparse.Namespace) -> int:
             models.read_gguf_info(model)
         except models.ModelFileError as error:
             raise CliError(str(error)) from error
-    TriptychApp(chat_model=str(model) if model else None).run()
-    return 0
+    from tui.store import Store, StoreError
+
+    try:
+        # Opened and checked (every page, free space) before the screen takes over:
+        # a database that cannot be used is one line and exit status 1, not a
+        # traceback from inside the TUI.
+        store = Store.open_checked()
+    except StoreError as error:
+        raise CliError(str(error)) from error
+    try:
+        app = TriptychApp(chat_model=str(model) if model else None, store=store)
+        app.run()
+    finally:
+        store.close()
+    # Non-zero when the TUI ended with an error (Textual has printed it).
+    return app.return_code or 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "chat":
+        return run_chat(args)
+    if args.command == "imagine":
+        return run_imagine(args)
+    if args.command == "transcribe":
+        return run_transcribe(args)
+    if args.command == "models":
+        from tui.models_cli import run_models
+
+        return run_models(args)
+    return run_tui(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; every failure ends as one line on stderr and a status."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "chat":
-            return run_chat(args)
-        if args.command == "imagine":
-            return run_imagine(args)
-        if args.command == "transcribe":
-            return run_transcribe(args)
-        if args.command == "models":
-            from tui.models_cli import run_models
-
-            return run_models(args)
-        return run_tui(args)
+        status = _dispatch(args)
+        sys.stdout.flush()  # here, so that a closed pipe is reported by the handler below
+        return status
     except CliError as error:
-        message = " ".join(str(error).split())  # always exactly one line
-        print(f"triptych: {message}", file=sys.stderr)
+        _print_error(str(error))
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # e.g. `triptych models list | head`: the reader left; nothing more to say.
+        _silence_stdout()
+        return 141
+    except Exception as error:  # noqa: BLE001 - a bug still gets one line, not a traceback
+        where = _log_traceback()
+        if os.environ.get("TRIPTYCH_DEBUG") == "1":
+            traceback.print_exc(file=sys.stderr)
+        detail = f"the traceback is in {where}" if where else "TRIPTYCH_DEBUG=1 shows it"
+        _print_error(f"unexpected error: {type(error).__name__}: {error} ({detail})")
+        return 1
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr, control characters made visible (names may hold any byte)."""
+    print(f"triptych: {one_line(message)}", file=sys.stderr)
+
+
+def _log_traceback() -> Path | None:
+    """Append the current exception's traceback to the logs folder; its path, or None."""
+    try:
+        from tui import locations
+
+        path = locations.logs_dir() / "cli.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} triptych {__version__}\n")
+            log.write(traceback.format_exc())
+        return path
+    except Exception:  # noqa: BLE001 - logging must not replace the real error
+        return None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

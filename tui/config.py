@@ -97,7 +97,8 @@ class Settings:
     chat_model: str = ""
     """Path of the default chat model; empty means the embedded default."""
     threads: int = 0
-    """CPU threads for the engines; 0 means all physical cores."""
+    """CPU threads for each engine; 0 means all physical cores. More than the CPUs
+    this process may use counts as all of them."""
     gpu_layers: int = 0
     """Layers offloaded to the GPU when the binding has a GPU backend."""
     system_prompt: str = "You are a helpful assistant."
@@ -121,7 +122,7 @@ class Settings:
     image_presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """User presets of Imagine parameters, by name."""
     keymap: dict[str, str] = field(default_factory=dict)
-    """Remapped keys: binding id -> keys, e.g. {"chat.regenerate" = "ctrl+r,f5"}."""
+    """Remapped keys: binding id -> keys, e.g. {"chat.regenerate" = "ctrl+r,f7"}."""
     model_dirs: list[str] = field(default_factory=list)
     """More folders the Models screen searches for model files."""
     memory_budget_mb: int = 0

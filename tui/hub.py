@@ -67,26 +67,68 @@ class FileSpec:
         return f"{self.repo}/{self.filename}{suffix}"
 
 
+_EXAMPLE = "e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf"
+_HUB_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+"""An owner or repository name as the Hub allows it (no '--' or '..' either)."""
+_HUB_HOSTS = ("huggingface.co/", "www.huggingface.co/", "hf.co/")
+
+
+def _bad(text: str, why: str) -> DownloadError:
+    return DownloadError(f"not a Hub file: {text!r} ({why})")
+
+
 def parse_spec(text: str) -> FileSpec:
-    """``owner/repo/path/file.gguf[@revision]`` or a Hub URL ``.../resolve|blob/REV/path``."""
+    """``owner/repo/path/file.gguf[@revision]`` or a Hub URL ``.../resolve|blob/REV/path``.
+
+    Anything else raises DownloadError with one line that says what is wrong.
+    """
     text = text.strip()
-    match = re.match(
-        r"^https?://[^/]+/([^/]+/[^/]+)/(?:resolve|blob)/([^/]+)/(.+?)(?:\?.*)?$", text
-    )
-    if match:
-        return FileSpec(match.group(1), match.group(3), match.group(2))
-    revision = "main"
-    if "@" in text:
-        text, revision = text.rsplit("@", 1)
-    parts = [p for p in text.split("/") if p]
-    if len(parts) < 3 or not revision:
-        raise DownloadError(
-            f"not a Hub file: {text!r} (expected OWNER/REPO/FILE, e.g. "
-            "Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf)"
-        )
-    if any(p in (".", "..") for p in parts):
-        raise DownloadError(f"not a Hub file: {text!r}")
-    return FileSpec("/".join(parts[:2]), "/".join(parts[2:]), revision)
+    if not text:
+        raise DownloadError(f"no model named: give a catalog id or OWNER/REPO/FILE ({_EXAMPLE})")
+    if _has_control(text):
+        raise _bad(text, "it holds a control character such as a newline")
+    if "://" in text or text.lower().startswith(_HUB_HOSTS):
+        return _parse_url(text)
+    path, revision = text.rsplit("@", 1) if "@" in text else (text, "main")
+    parts = path.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise _bad(text, f"expected OWNER/REPO/FILE, {_EXAMPLE}")
+    return _checked(FileSpec("/".join(parts[:2]), "/".join(parts[2:]), revision), text)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+def _parse_url(text: str) -> FileSpec:
+    from urllib.parse import unquote, urlsplit
+
+    url = text if "://" in text else "https://" + text
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _bad(text, "only http and https addresses of the Hub")
+    segments = [unquote(s) for s in parts.path.split("/")][1:]
+    if segments and segments[0] in ("datasets", "spaces"):
+        raise _bad(text, f"{segments[0]} are not models; give a model repository's file")
+    if len(segments) < 5 or segments[2] not in ("resolve", "blob") or not all(segments[4:]):
+        raise _bad(text, "a Hub address of a file reads .../OWNER/REPO/resolve/REVISION/FILE")
+    owner, repo, _, revision, *path = segments
+    return _checked(FileSpec(f"{owner}/{repo}", "/".join(path), revision), text)
+
+
+def _checked(spec: FileSpec, text: str) -> FileSpec:
+    """spec, once its names are ones the Hub (and a file system) can take."""
+    if _has_control(str(spec)):  # a URL may spell one as %0A
+        raise _bad(text, "it holds a control character such as a newline")
+    for name in spec.repo.split("/"):
+        if not _HUB_NAME.match(name) or "--" in name or ".." in name:
+            raise _bad(text, f"{name!r} is not a Hub owner or repository name")
+    for part in spec.filename.split("/"):
+        if part in (".", "..") or "\\" in part or part != part.strip():
+            raise _bad(text, f"{part!r} is not a usable file or folder name")
+    if not spec.revision or spec.revision != spec.revision.strip() or " " in spec.revision:
+        raise _bad(text, f"{spec.revision!r} is not a revision")
+    return spec
 
 
 @dataclass
@@ -140,8 +182,8 @@ def remote_file(spec: FileSpec, timeout: float = 20.0) -> RemoteFile:
     """Ask the Hub where the file is, how big it is and its sha256 (one HEAD call)."""
     from huggingface_hub import get_hf_file_metadata, get_token, hf_hub_url
 
-    url = hf_hub_url(spec.repo, spec.filename, revision=spec.revision, endpoint=endpoint())
     try:
+        url = hf_hub_url(spec.repo, spec.filename, revision=spec.revision, endpoint=endpoint())
         meta = get_hf_file_metadata(url, token=get_token(), timeout=timeout, endpoint=endpoint())
     except Exception as error:  # noqa: BLE001 - mapped to one line below
         raise _hub_error(error, spec) from None

@@ -216,13 +216,14 @@ def load_image_bytes(path: Path) -> tuple[bytes, int, int]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    if not path.exists():
-        raise ValueError(f"init image not found: {path}")
+    from tui.files import check_input_file
+
+    check_input_file(path, "init image")  # a FIFO or /dev/zero would never finish reading
     try:
         with Image.open(path) as image:
             image.load()
             rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"not an image: {path} ({error})") from None
     out = io.BytesIO()
     rgb.save(out, format="PNG")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 import time
@@ -15,6 +16,10 @@ from tui.config import Settings
 from tui.hub import DownloadError, download, parse_spec
 from tui.library import LocalModel
 from tui.models import ModelFileError, ensure_default_chat_model, human_size
+from tui.safe_text import for_stream, one_line
+
+# File names, paths and header fields are data: listings and messages show them as one
+# line with control characters made visible (tui.safe_text); --json escapes them anyway.
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -27,7 +32,9 @@ def run_models(args: argparse.Namespace) -> int:
             return _pull(settings, args.spec, args.sha256, args.default)
         if command == "import":
             model = library.import_model(Path(args.path))
-            print(f"imported {model.modality} model ({model.identity.detail}): {model.path}")
+            print(
+                one_line(f"imported {model.modality} model ({model.identity.detail}): {model.path}")
+            )
             if args.default:
                 _set_default(settings, model.path)
             return 0
@@ -40,7 +47,7 @@ def run_models(args: argparse.Namespace) -> int:
                 for modality, kind in library.DEFAULT_FIELDS:
                     path = library.default_path(settings, modality, kind)
                     label = modality if kind == "model" else f"{modality} {kind}"
-                    print(f"{label:12} {path if path else '-'}")
+                    print(f"{label:12} {one_line(str(path)) if path else '-'}")
             return 0
     except (ModelFileError, DownloadError) as error:
         raise CliError(str(error)) from None
@@ -72,9 +79,8 @@ def _list(settings: Settings, modality: str | None, as_json: bool) -> int:
                     "path": str(match.path) if match else None,
                 }))  # fmt: skip
             else:
-                print(
-                    f"  {entry.id:20} {entry.name[:36]:36} {human_size(entry.size):>10}  {status}"
-                )
+                name = one_line(entry.name)[:36]
+                print(f"  {entry.id:20} {name:36} {human_size(entry.size):>10}  {status}")
         for model in local:
             if model.path in claimed:
                 continue
@@ -86,8 +92,9 @@ def _list(settings: Settings, modality: str | None, as_json: bool) -> int:
                     "path": str(model.path),
                 }))  # fmt: skip
             else:
-                print(f"  {'-':20} {model.name[:36]:36} {human_size(model.size):>10}  {status}")
-                print(f"  {'':20} {model.path}")
+                name = one_line(model.name)[:36]
+                print(f"  {'-':20} {name:36} {human_size(model.size):>10}  {status}")
+                print(f"  {'':20} {one_line(str(model.path))}")
     return 0
 
 
@@ -128,7 +135,7 @@ def _set_default(settings: Settings, path: Path) -> None:
     except OSError as error:
         raise CliError(f"could not save settings ({error.strerror or error})") from None
     kind = "" if model.kind == "model" else f" {model.kind}"
-    print(f"default {model.modality}{kind} model: {path}")
+    print(one_line(f"default {model.modality}{kind} model: {path}"))
 
 
 def _remove(settings: Settings, text: str, yes: bool) -> int:
@@ -138,7 +145,7 @@ def _remove(settings: Settings, text: str, yes: bool) -> int:
     if not yes:
         if not sys.stdin.isatty():
             raise CliError(f"not deleting {model.path} without --yes")
-        answer = input(f"Delete {model.path} ({human_size(model.size)})? [y/N] ")
+        answer = input(one_line(f"Delete {model.path} ({human_size(model.size)})?") + " [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("kept", file=sys.stderr)
             return 1
@@ -147,7 +154,7 @@ def _remove(settings: Settings, text: str, yes: bool) -> int:
             settings.save()
         except OSError:
             pass
-    print(f"deleted {model.path}")
+    print(one_line(f"deleted {model.path}"))
     return 0
 
 
@@ -156,7 +163,7 @@ class _Progress:
     line every 10 s (a quick download prints nothing)."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        self.name = one_line(name)
         self.tty = sys.stderr.isatty()
         self.last = time.monotonic()
 
@@ -179,6 +186,10 @@ class _Progress:
 
 
 def _pull(settings: Settings, text: str, sha256: str | None, make_default: bool) -> int:
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise CliError("--sha256 takes the file's sha256: 64 hexadecimal digits")
     entry = catalog.find(text)
     if entry is not None and entry.embedded:
         path = ensure_default_chat_model()
@@ -191,7 +202,7 @@ def _pull(settings: Settings, text: str, sha256: str | None, make_default: bool)
             dest = locations.models_dir() / Path(spec.filename).name
             expected, modality = sha256, None
         if dest.exists():
-            print(f"already installed: {dest}", file=sys.stderr)
+            print(one_line(f"already installed: {dest}"), file=sys.stderr)
             path = dest
         else:
             cancel = threading.Event()
@@ -207,7 +218,7 @@ def _pull(settings: Settings, text: str, sha256: str | None, make_default: bool)
             except KeyboardInterrupt:
                 print("\ninterrupted: run the same command again to resume", file=sys.stderr)
                 return 130
-    print(path)
+    print(for_stream(str(path), sys.stdout))
     if make_default:
         _set_default(settings, path)
     return 0

@@ -26,6 +26,8 @@ bump, so a crash mid-migration leaves the previous version intact.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sqlite3
 import threading
 import time
@@ -50,6 +52,11 @@ BUSY_TIMEOUT_MS = 10_000
 
 LOCK_RETRIES = 5
 """Extra attempts, after busy_timeout ran out, when the database stays locked."""
+
+MIN_FREE_BYTES = 1 << 20
+""":meth:`Store.open_checked` refuses a disk with less free space than this: a
+streaming reply needs room for the write-ahead log (up to ~4 MB before a
+checkpoint), so starting on a full disk would only lose the next reply."""
 
 
 class StoreError(Exception):
@@ -92,6 +99,16 @@ class Recording:
     """Segments: {"start_s", "end_s", "text"}."""
     language: str
     model: str
+
+
+@dataclass
+class Draft:
+    """Prompt text typed but not sent."""
+
+    conversation_id: int | None
+    """None: the new conversation, not saved yet."""
+    text: str
+    updated: float
 
 
 @dataclass
@@ -188,10 +205,37 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_v4(conn: sqlite3.Connection) -> None:
+    """Version 4: unsent prompt text, one draft per conversation.
+
+    ``conversation_id`` 0 is the new conversation that has no row yet. No
+    foreign key (0 has no row to point at): a trigger drops a deleted
+    conversation's draft instead.
+    """
+    conn.execute(
+        """
+        CREATE TABLE drafts (
+            conversation_id INTEGER PRIMARY KEY,
+            text            TEXT    NOT NULL,
+            updated         REAL    NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER drafts_of_deleted_conversations AFTER DELETE ON conversations
+        BEGIN
+            DELETE FROM drafts WHERE conversation_id = old.id;
+        END
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
+    _migrate_v4,
     # append new versions here, never edit old ones
 ]
 
@@ -206,6 +250,31 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _move_aside(path: Path) -> str:
+    """The shell command that moves a database out of the way (kept for rescue)."""
+    return f"mv {shlex.quote(str(path))} {shlex.quote(str(path) + '.broken')}"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes still free for ordinary writers on folder's file system (None: unknown)."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def _is_read_only(folder: Path) -> bool:
+    """True when the file system holding folder is mounted read-only."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+ELSEWHERE = "or point TRIPTYCH_DATA_DIR (or TRIPTYCH_DB) at another folder"
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:
@@ -326,14 +395,46 @@ class Store:
     time.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, verify: bool = False) -> None:
+        """Open (creating and migrating as needed) the database; StoreError if it cannot be.
+
+        With ``verify``, before anything is written, every page is read (see
+        :meth:`verify`) and the disk must take writes (see :meth:`check_space`).
+        """
         self.path = Path(path) if path is not None else locations.database_file()
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        if self.path.is_dir():
+            raise StoreError(
+                f"{self.path} is a folder, not a database file: move it aside "
+                f"({_move_aside(self.path)}) {ELSEWHERE}"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"could not create {self.path.parent}: {_one_line(exc)}") from exc
+            reason = exc.strerror or _one_line(exc)
+            raise StoreError(
+                f"could not create the folder {self.path.parent} for {self.path} ({reason}): "
+                f"make it possible, {ELSEWHERE}"
+            ) from exc
+        if verify:
+            # Before the read-write connection exists: a refused file is not written
+            # at all (not even by the checkpoint that closing that connection runs).
+            if self.path.exists():
+                self._verify_read_only()
+            self.check_space()
+        # Files this attempt creates; when it creates the database itself they are
+        # removed again if opening fails, so a failed first start (full disk, ...)
+        # leaves no empty database behind. An existing database is never touched.
+        created = (
+            [
+                side
+                for side in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+                if not side.exists()
+            ]
+            if not self.path.exists()
+            else []
+        )
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -342,19 +443,149 @@ class Store:
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"could not open {self.path}: {_one_line(exc)}") from exc
+            self._remove_if_empty(created)
+            raise self._open_error(exc) from exc
         try:
             self._setup(conn)
         except StoreError:
             conn.close()
+            self._remove_if_empty(created)
             raise
         except sqlite3.DatabaseError as exc:
             conn.close()
-            message = _one_line(exc)
-            if "not a database" in message or "malformed" in message:
-                raise StoreError(f"{self.path} is not a Triptych database ({message})") from exc
-            raise StoreError(f"could not open {self.path}: {message}") from exc
+            self._remove_if_empty(created)
+            raise self._open_error(exc) from exc
         self._conn = conn
+
+    @classmethod
+    def open_checked(cls, path: Path | None = None) -> Store:
+        """Open the database for the TUI, refusing anything that would fail later.
+
+        Besides what the constructor checks, every page is read before anything
+        is written (a damaged page in the middle of the file shows now, not
+        mid-conversation, and is not made worse by a migration), the disk
+        must be writable and not full, and replies a crash left 'streaming'
+        become 'interrupted'. Every problem is a one-line :class:`StoreError`
+        naming the file and what to do; the file itself is left as it was.
+        """
+        store = cls(path, verify=True)
+        try:
+            store.mark_interrupted()
+        except StoreError:
+            store.close()
+            raise
+        return store
+
+    def verify(self) -> None:
+        """Read every page (``PRAGMA quick_check``); raise StoreError if any is damaged.
+
+        It costs a read of the whole file: about 0.3 s for 280 MB of messages.
+        """
+        with self._lock:
+            conn = self._connection()
+            try:
+                self._quick_check(conn)
+            except sqlite3.DatabaseError as exc:
+                raise self._open_error(exc) from exc
+
+    def _verify_read_only(self) -> None:
+        """The checks of :meth:`verify` (and the schema version) through a read-only connection."""
+        uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            raise self._open_error(exc) from exc
+        try:
+            version = self._retry(lambda: conn.execute("PRAGMA user_version").fetchone()[0])
+            self._refuse_newer(version)
+            self._quick_check(conn)
+        except sqlite3.DatabaseError as exc:
+            raise self._open_error(exc) from exc
+        finally:
+            conn.close()
+
+    def _quick_check(self, conn: sqlite3.Connection) -> None:
+        rows = self._retry(lambda: conn.execute("PRAGMA quick_check(1)").fetchall())
+        result = " ".join(str(rows[0][0]).split()) if rows else "ok"
+        if result != "ok":
+            raise StoreError(self._damaged(f"quick_check: {result}"))
+
+    def check_space(self, min_free: int = MIN_FREE_BYTES) -> None:
+        """Raise StoreError when the database cannot be written: read-only or (nearly) full."""
+        problem = self._space_problem(min_free)
+        if problem:
+            raise StoreError(problem)
+
+    # -- explaining failures ---------------------------------------------------
+
+    def _damaged(self, detail: str) -> str:
+        return (
+            f"{self.path} is damaged ({detail}); to start fresh, move it aside "
+            f"(it keeps what can be rescued): {_move_aside(self.path)}"
+        )
+
+    def _space_problem(self, min_free: int) -> str | None:
+        """Why the database's folder cannot take writes, or None when it can."""
+        folder = self.path.parent
+        if _is_read_only(folder):
+            return (
+                f"cannot write {self.path}: {folder} is on a read-only file system; "
+                f"remount it read-write {ELSEWHERE}"
+            )
+        if not os.access(folder, os.W_OK) or (
+            self.path.exists() and not os.access(self.path, os.W_OK)
+        ):
+            return (
+                f"cannot write {self.path}: permission denied; make it and {folder} writable "
+                f"{ELSEWHERE}"
+            )
+        free = _free_bytes(folder)
+        if free is not None and free < min_free:
+            return self._full()
+        return None
+
+    def _full(self) -> str:
+        free = _free_bytes(self.path.parent)
+        amount = f" ({free // 1024} KiB free)" if free is not None else ""
+        return (
+            f"the disk holding {self.path} is full{amount}: free some space and start again, "
+            f"{ELSEWHERE}"
+        )
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        """The one line for a database that could not be opened or read at start."""
+        message = _one_line(exc)
+        lowered = message.lower()
+        if "not a database" in lowered:
+            return StoreError(
+                f"{self.path} is not a Triptych database ({message}); to start fresh, "
+                f"move it aside: {_move_aside(self.path)}"
+            )
+        if "malformed" in lowered or "corrupt" in lowered:
+            return StoreError(self._damaged(message))
+        if "full" in lowered:
+            return StoreError(self._full())
+        if "i/o error" in lowered or "unable to open" in lowered or "readonly" in lowered:
+            problem = self._space_problem(MIN_FREE_BYTES)
+            if problem:
+                return StoreError(problem)
+        return StoreError(f"could not open {self.path}: {message}")
+
+    @staticmethod
+    def _remove_if_empty(created: list[Path]) -> None:
+        """Remove the files a failed first open created, if the new database is empty."""
+        if not created:
+            return
+        try:
+            if created[0].stat().st_size:
+                return
+        except OSError:
+            pass
+        for path in created:
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
     # -- opening and migrating ---------------------------------------------
 
@@ -844,3 +1075,34 @@ class Store:
     def delete_recording(self, recording_id: int) -> None:
         """Forget the recording (the caller removes the file)."""
         self._write(lambda c: c.execute("DELETE FROM recordings WHERE id = ?", (recording_id,)))
+
+    # -- drafts ----------------------------------------------------------------
+
+    def get_draft(self, conversation_id: int | None) -> Draft | None:
+        """The unsent prompt text of a conversation (None: the new conversation)."""
+        key = conversation_id or 0
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT text, updated FROM drafts WHERE conversation_id = ?", (key,)
+            ).fetchone()
+        )
+        return Draft(conversation_id, row["text"], row["updated"]) if row else None
+
+    def save_draft(self, conversation_id: int | None, text: str) -> None:
+        """Keep text as the conversation's draft; blank text removes the draft.
+
+        A draft for a conversation that no longer exists (deleted here or by
+        another instance) is not written.
+        """
+        key = conversation_id or 0
+        if not text.strip():
+            self._write(lambda c: c.execute("DELETE FROM drafts WHERE conversation_id = ?", (key,)))
+            return
+        self._write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO drafts (conversation_id, text, updated)"
+                " SELECT ?, ?, ? WHERE ? = 0"
+                " OR EXISTS (SELECT 1 FROM conversations WHERE id = ?)",
+                (key, text, time.time(), key, key),
+            )
+        )

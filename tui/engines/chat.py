@@ -7,26 +7,18 @@ turn of a long conversation evaluates only the new text.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from typing import Any
 
+from tui.cpu import bound_threads
+from tui.cpu import default_threads as default_threads  # the bench scripts import it here
 from tui.engines import protocol as p
 from tui.engines.worker import Channel
 from tui.models import ModelFileError, read_gguf_info
 
 MIN_REPLY_TOKENS = 64
 """Room kept free for the reply when older messages must be dropped to fit."""
-
-
-def default_threads() -> int:
-    """Physical cores, roughly: all CPUs we may use, halved on big SMT machines."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // 2 if cpus > 4 else cpus)
 
 
 class ChatEngine:
@@ -38,7 +30,8 @@ class ChatEngine:
     # --- loading ------------------------------------------------------------
 
     def _load(self, request: p.ChatRequest, channel: Channel) -> bool:
-        threads = request.n_threads or default_threads()
+        # Bounded here too, so that no request can ask for more threads than CPUs.
+        threads = bound_threads(request.n_threads)
         key = (request.model_path, request.n_ctx, threads, request.gpu_layers)
         if self.llm is not None and self.key == key:
             return True

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from tui.cpu import CpuGate, CpuTicket, bound_threads
 from tui.engines import protocol as p
 
 CANCEL_GRACE_S = 0.6
@@ -57,6 +58,12 @@ class EngineHost:
         self.last_used = time.monotonic()
         self.before_load: Callable[[EngineHost, Any], object] | None = None
         """Called (e.g. by the memory budget) before a request that loads a new model."""
+        self.cpu_gate: CpuGate | None = None
+        """Shared by the hosts of one process: requests wait until their threads fit."""
+        self.waiting_for: list[str] = []
+        """The engines a request of this host is queued behind (empty when not waiting)."""
+        self.log_problem = ""
+        """Why the engine runs without its log file (empty when it has one)."""
 
     # --- process management ---------------------------------------------------
 
@@ -75,14 +82,29 @@ class EngineHost:
     def log_file(self) -> Path | None:
         return self.log_dir / f"{self.engine}-engine.log" if self.log_dir else None
 
-    def _spawn(self) -> None:
-        request_read, request_write = os.pipe()
-        event_read, event_write = os.pipe()
-        log = subprocess.DEVNULL
+    def _open_log(self) -> Any:
+        """The engine's log file, or DEVNULL when it cannot be written.
+
+        The log only keeps the native libraries' diagnostics, so a read-only,
+        missing or full data folder must not stop the engine; ``log_problem``
+        then says why there is no log.
+        """
         log_path = self.log_file()
-        if log_path is not None:
+        if log_path is None:
+            return subprocess.DEVNULL
+        try:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        except OSError as error:
+            self.log_problem = f"no engine log: {log_path}: {error.strerror or error}"
+            return subprocess.DEVNULL
+        self.log_problem = ""
+        return log
+
+    def _spawn(self) -> None:
+        log = self._open_log()
+        request_read, request_write = os.pipe()
+        event_read, event_write = os.pipe()
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
@@ -163,40 +185,76 @@ class EngineHost:
     def submit(self, request: Any) -> Iterator[Any]:
         """Send a request and yield its events, ending with a terminal event.
 
-        Blocks; run it in a thread. Only one request runs at a time.
+        Blocks; run it in a thread. Only one request runs at a time. With a
+        cpu_gate, a request whose threads do not fit beside another engine's
+        running request first yields WaitingForCpu, waits (Cancel ends the wait
+        with GenerationFinished('cancelled')) and yields CpuGranted when it starts.
         """
         with self._lock:
             request_id = next(self._ids)
             request.request_id = request_id
             self._cancel_deadline = None
-            model = getattr(request, "model_path", None)
-            if self.before_load is not None and model and model != self.loaded_model:
-                try:
-                    self.before_load(self, request)
-                except Exception:  # noqa: BLE001 - the budget is advice, never a failure
-                    pass
-            try:
-                if not self.alive:
-                    self._discard()
-                    self._spawn()
-                assert self._requests is not None and self._events is not None
-                self._requests.send(request)
-            except (RuntimeError, OSError) as error:
-                yield p.EngineFailed(message=str(error), kind="crash", request_id=request_id)
-                return
+            if hasattr(request, "n_threads"):
+                # Resolved here so that the gate counts the threads the engine will use.
+                request.n_threads = bound_threads(request.n_threads)
             self._active_id = request_id
-            completed = False
+            ticket: CpuTicket | None = None
             try:
-                yield from self._events_until_done(request_id)
-                completed = True
+                if self.cpu_gate is not None:
+                    ticket = self.cpu_gate.request(self.engine, getattr(request, "n_threads", 1))
+                    if not ticket.granted:
+                        started = time.monotonic()
+                        behind: list[str] = []
+                        while not ticket.granted:
+                            now_behind = self.cpu_gate.blockers(ticket)
+                            if now_behind and now_behind != behind:
+                                behind = self.waiting_for = now_behind
+                                yield p.WaitingForCpu(behind=behind, request_id=request_id)
+                            self.cpu_gate.wait(ticket, 0.05)
+                            if self._cancel_deadline is not None:
+                                break
+                        self.waiting_for = []
+                        if self._cancel_deadline is not None:
+                            yield p.GenerationFinished(reason="cancelled", request_id=request_id)
+                            return
+                        yield p.CpuGranted(
+                            waited_s=time.monotonic() - started, request_id=request_id
+                        )
+                yield from self._run(request, request_id)
             finally:
-                if not completed:
-                    # The caller stopped listening: stop the engine as well. What it
-                    # still sends for this request is skipped by the next one.
-                    self._send(p.Cancel(request_id=request_id))
+                self.waiting_for = []
+                if ticket is not None and self.cpu_gate is not None:
+                    self.cpu_gate.release(ticket)
                 self._active_id = 0
                 self._cancel_deadline = None
                 self.last_used = time.monotonic()
+
+    def _run(self, request: Any, request_id: int) -> Iterator[Any]:
+        """Start the engine if needed, send the request and yield its events."""
+        model = getattr(request, "model_path", None)
+        if self.before_load is not None and model and model != self.loaded_model:
+            try:
+                self.before_load(self, request)
+            except Exception:  # noqa: BLE001 - the budget is advice, never a failure
+                pass
+        try:
+            if not self.alive:
+                self._discard()
+                self._spawn()
+            assert self._requests is not None and self._events is not None
+            self._requests.send(request)
+        except (RuntimeError, OSError) as error:
+            yield p.EngineFailed(message=str(error), kind="crash", request_id=request_id)
+            return
+        completed = False
+        try:
+            yield from self._events_until_done(request_id)
+            completed = True
+        finally:
+            if not completed:
+                # The caller stopped listening: stop the engine as well. What it
+                # still sends for this request is skipped by the next one.
+                self._send(p.Cancel(request_id=request_id))
 
     def _events_until_done(self, request_id: int) -> Iterator[Any]:
         # Local references: shutdown() may run in another thread meanwhile.

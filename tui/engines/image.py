@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tui.cpu import bound_threads
 from tui.engines import protocol as p
-from tui.engines.chat import default_threads
 from tui.engines.worker import Channel
 from tui.imaging import ImageParams
 from tui.models import ModelFileError, check_image_model
@@ -163,7 +163,7 @@ class ImageEngine:
     # --- loading ------------------------------------------------------------
 
     def _load(self, request: p.ImageRequest, channel: Channel) -> bool:
-        threads = request.n_threads or default_threads()
+        threads = bound_threads(request.n_threads)
         key = (
             request.model_path,
             request.vae_path,

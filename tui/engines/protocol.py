@@ -118,6 +118,27 @@ class EngineFailed:
     request_id: int = 0
 
 
+@dataclass
+class WaitingForCpu:
+    """The request waits: the engines in ``behind`` use the cores it needs.
+
+    Sent by the host (not the engine) before the request reaches the engine; it
+    starts, with CpuGranted, as soon as they finish. Sent again when whom it
+    waits for changes.
+    """
+
+    behind: list[str]
+    request_id: int = 0
+
+
+@dataclass
+class CpuGranted:
+    """A request that waited for the cores starts now."""
+
+    waited_s: float
+    request_id: int = 0
+
+
 TERMINAL_EVENTS = (GenerationFinished, EngineFailed)
 
 

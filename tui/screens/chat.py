@@ -10,15 +10,19 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, OptionList, Static
+from textual.timer import Timer
+from textual.widgets import Input, OptionList, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from tui import models
 from tui.config import Sampling
+from tui.cpu import describe_wait
 from tui.engines import protocol as p
+from tui.safe_text import one_line
 from tui.screens.chat_settings import ChatSettingsScreen, ConversationSettings
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from tui.store import Conversation, StoreError
@@ -26,6 +30,7 @@ from tui.store import Message as StoredMessage
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.message_log import WINDOW, MessageData, MessageLog, MessageView, format_stats
+from tui.widgets.panel_footer import PanelFooter
 from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
@@ -33,6 +38,9 @@ if TYPE_CHECKING:
 
 SAVE_INTERVAL_S = 0.5
 """A streamed reply is written to the database at least this often."""
+
+DRAFT_SAVE_DELAY_S = 1.0
+"""Unsent prompt text is written this long after the last keystroke (and on leaving)."""
 
 NEW_TITLE = "New chat"
 
@@ -50,6 +58,8 @@ class ChatScreen(Screen[None]):
     """Conversation list, message log and prompt."""
 
     CSS_PATH = "chat.tcss"
+    AUTO_FOCUS = "#prompt"
+    """Focused as soon as the screen is composed, so keys typed at once reach the prompt."""
 
     BINDINGS = [
         Binding(
@@ -161,7 +171,17 @@ class ChatScreen(Screen[None]):
         self.reply_text = ""
         self.reply_view: MessageView | None = None
         self._last_save = 0.0
+        self._saved_len = 0
+        """How much of reply_text the database holds (from its start)."""
+        self._save_error = ""
+        """Why the last save of the streaming reply failed; empty when it succeeded."""
         self.dictation: Any = None
+        self._prompt: PromptInput | None = None
+        self._draft_loaded = False
+        """False until the open conversation's draft is in the prompt: nothing to save before."""
+        self._draft_before_edit: str | None = None
+        """While editing the last message (Ctrl+G): the draft that was in the prompt."""
+        self._draft_timer: Timer | None = None
 
     @property
     def tapp(self) -> TriptychApp:
@@ -177,17 +197,28 @@ class ChatScreen(Screen[None]):
             with Vertical(id="main"):
                 yield Static("", id="chat-header")
                 yield MessageLog(id="log")
-                yield PromptInput(id="prompt", placeholder="Message (Enter sends, Ctrl+J newline)")
+                self._prompt = PromptInput(
+                    id="prompt", placeholder="Message (Enter sends, Ctrl+J newline)"
+                )
+                yield self._prompt
                 yield Static("", id="status")
         yield EngineStatus()
-        yield Footer(compact=True)
+        yield PanelFooter(compact=True)
 
     async def on_mount(self) -> None:
         self.refresh_list()
         conversations = self.tapp.store.list_conversations()
         if conversations:
             await self.open_conversation(conversations[0].id)
+            # The new conversation's draft waits for Ctrl+N; say so rather than hide it.
+            try:
+                new_draft = self.tapp.store.get_draft(None)
+            except StoreError:
+                new_draft = None
+            if new_draft is not None:
+                self._set_status("Ctrl+N: the new conversation you were typing is kept")
         else:
+            self._swap_draft(None)
             self._update_header()
         self.query_one(PromptInput).focus()
 
@@ -256,6 +287,10 @@ class ChatScreen(Screen[None]):
         for event in self.tapp.speech_host.submit(request):
             if isinstance(event, p.SegmentTranscribed):
                 words.append(event.text.strip())
+            elif isinstance(event, p.WaitingForCpu):
+                self.app.call_from_thread(self._set_status, describe_wait(event.behind) + "…")
+            elif isinstance(event, p.CpuGranted):
+                self.app.call_from_thread(self._set_status, "Transcribing your dictation…")
             elif isinstance(event, p.EngineFailed):
                 error = event.message
         self.app.call_from_thread(self._insert_dictation, " ".join(words), error)
@@ -280,9 +315,73 @@ class ChatScreen(Screen[None]):
     def on_unmount(self) -> None:
         if self.dictation is not None:
             self.dictation.stop()
-        # Quitting mid-reply: keep what has streamed so far.
+        self.save_for_exit()
+
+    def save_for_exit(self) -> None:
+        """Keep the reply streamed so far and the unsent prompt text (safe to call twice)."""
         if self.reply_id is not None:
             self._save_reply(content=self.reply_text, state="stopped")
+        self.save_draft()
+
+    def emergency_save(self) -> None:
+        """save_for_exit for another thread, while the event loop is stuck: store writes only."""
+        store = self.tapp.store
+        conversation = self.conversation
+        try:
+            if self.reply_id is not None:
+                store.update_message(self.reply_id, content=self.reply_text, state="stopped")
+            if self._draft_loaded:
+                store.save_draft(conversation.id if conversation else None, self._draft_text())
+        except StoreError:
+            pass  # nowhere left to report it
+
+    # --- drafts: unsent prompt text, one per conversation ------------------------
+
+    def _draft_text(self) -> str:
+        """What to keep as the draft: the prompt, or while editing, what it held before."""
+        if self.editing_id is not None:
+            return self._draft_before_edit or ""
+        # The widget itself, not a query: on unmount the screen's children are gone.
+        return self._prompt.text if self._prompt is not None else ""
+
+    def save_draft(self) -> None:
+        """Write the open conversation's draft now (an empty prompt removes it)."""
+        if self._draft_timer is not None:
+            self._draft_timer.stop()
+            self._draft_timer = None
+        if not self._draft_loaded:
+            return
+        conversation_id = self.conversation.id if self.conversation else None
+        try:
+            self.tapp.store.save_draft(conversation_id, self._draft_text())
+        except StoreError as error:
+            self.notify(str(error), severity="error", timeout=10)
+
+    def _swap_draft(self, conversation: Conversation | None) -> None:
+        """Keep the open conversation's draft and show the draft of the one opening.
+
+        Synchronous from the save to the new text: a pending draft timer always
+        finds the conversation and the prompt text that belong together.
+        """
+        self.save_draft()
+        self.conversation = conversation
+        self.editing_id = None
+        self._draft_before_edit = None
+        try:
+            draft = self.tapp.store.get_draft(conversation.id if conversation else None)
+        except StoreError as error:
+            self.notify(str(error), severity="error", timeout=10)
+            draft = None
+        prompt = self.query_one(PromptInput)
+        prompt.text = draft.text if draft else ""
+        prompt.move_cursor(prompt.document.end)
+        self._draft_loaded = True
+
+    @on(TextArea.Changed, "#prompt")
+    def _prompt_changed(self) -> None:
+        if self._draft_timer is not None:
+            self._draft_timer.stop()
+        self._draft_timer = self.set_timer(DRAFT_SAVE_DELAY_S, self.save_draft)
 
     # --- conversations ------------------------------------------------------------
 
@@ -304,8 +403,7 @@ class ChatScreen(Screen[None]):
         if conversation is None:
             self.refresh_list()
             return
-        self.conversation = conversation
-        self.editing_id = None
+        self._swap_draft(conversation)
         store = self.tapp.store
         total = store.count_messages(conversation.id)
         messages = store.list_messages(conversation.id, limit=WINDOW)
@@ -329,8 +427,7 @@ class ChatScreen(Screen[None]):
         if self.generating:
             self.notify("A reply is still being generated: Esc stops it", severity="warning")
             return
-        self.conversation = None
-        self.editing_id = None
+        self._swap_draft(None)
         await self.query_one(MessageLog).show([])
         self.refresh_list()
         self._update_header()
@@ -347,7 +444,9 @@ class ChatScreen(Screen[None]):
         conversation = self.conversation
         title = conversation.title if conversation else NEW_TITLE
         model = self._model_path(conversation).rsplit("/", 1)[-1]
-        self.query_one("#chat-header", Static).update(f"[b]{title}[/b]  [dim]{model}[/dim]")
+        self.query_one("#chat-header", Static).update(
+            f"[b]{escape(one_line(title))}[/b]  [dim]{escape(one_line(model))}[/dim]"
+        )
 
     def _set_status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
@@ -457,6 +556,9 @@ class ChatScreen(Screen[None]):
             return
         if self.conversation is None:
             self.conversation = self._new_conversation()
+            # The new conversation's draft now belongs to the row just created.
+            self.tapp.store.save_draft(None, "")
+            self.save_draft()
         self.tapp.store.update_conversation(
             self.conversation.id,
             system_prompt=result.system_prompt,
@@ -479,9 +581,12 @@ class ChatScreen(Screen[None]):
             self.notify("Wait for the reply or stop it with Esc", severity="warning")
             return
         store = self.tapp.store
+        edited = self.editing_id is not None
         try:
             if self.conversation is None:
                 self.conversation = self._new_conversation()
+                # What was the new conversation's draft is being sent now.
+                store.save_draft(None, "")
             conversation = self.conversation
             log = self.query_one(MessageLog)
             if self.editing_id is not None:
@@ -495,7 +600,14 @@ class ChatScreen(Screen[None]):
         except StoreError as error:
             self.notify(str(error), severity="error", timeout=10)
             return
-        event.prompt.clear()
+        if edited:
+            # Sending an edit gives back the draft that Ctrl+G set aside.
+            event.prompt.text = self._draft_before_edit or ""
+            event.prompt.move_cursor(event.prompt.document.end)
+            self._draft_before_edit = None
+        else:
+            event.prompt.clear()
+        self.save_draft()
         await log.add(_as_data(message))
         self._update_header()
         await self._start_reply()
@@ -511,9 +623,17 @@ class ChatScreen(Screen[None]):
         except models.ModelFileError as error:
             await self._show_error(str(error))
             return
-        reply = store.add_message(conversation.id, "assistant", "", state="streaming")
+        try:
+            reply = store.add_message(conversation.id, "assistant", "", state="streaming")
+        except StoreError as error:
+            # Nothing could be generated into the database (full disk, ...): say so
+            # instead of streaming a reply that would not be kept.
+            await self._show_error(str(error))
+            return
         self.reply_id = reply.id
         self.reply_text = ""
+        self._saved_len = 0
+        self._save_error = ""
         self._last_save = time.monotonic()
         self.reply_view = await log.add(_as_data(reply))
         self.refresh_list()
@@ -557,12 +677,37 @@ class ChatScreen(Screen[None]):
             self.post_message(self.EngineEvent(event))
 
     def _save_reply(self, **fields: Any) -> None:
+        """Write the streaming reply; on failure the reply on screen says what is unsaved."""
         if self.reply_id is None:
             return
         try:
             self.tapp.store.update_message(self.reply_id, **fields)
         except StoreError as error:
-            self.notify(str(error), severity="error", timeout=10)
+            if not self._save_error:  # one notification, not one per half second
+                self.notify(str(error), severity="error", timeout=10)
+            self._save_error = str(error)
+        else:
+            if "content" in fields:
+                self._saved_len = len(fields["content"])
+            self._save_error = ""
+        if self.reply_view is not None and self.reply_view.data.unsaved != (
+            notice := self._unsaved_notice()
+        ):
+            self.reply_view.set_data(unsaved=notice)
+
+    def _unsaved_notice(self) -> str:
+        """Which part of the reply on screen the database does not hold ('' if none)."""
+        if not self._save_error:
+            return ""
+        missing = len(self.reply_text) - self._saved_len
+        if missing <= 0:
+            what = "that this reply ended (its text is saved; it will show as interrupted)"
+        elif self._saved_len == 0:
+            what = f"all of this reply ({missing} characters)"
+        else:
+            start = " ".join(self.reply_text[self._saved_len :].split()[:6])
+            what = f"the last {missing} characters, from “{start}…” on"
+        return f"Not saved: {what}. {self._save_error}. Ctrl+Y copies the reply."
 
     @on(EngineEvent)
     async def _engine_event(self, message: EngineEvent) -> None:
@@ -575,8 +720,13 @@ class ChatScreen(Screen[None]):
             if now - self._last_save >= SAVE_INTERVAL_S:
                 self._last_save = now
                 self._save_reply(content=self.reply_text)
+        elif isinstance(event, p.WaitingForCpu):
+            self._set_status(describe_wait(event.behind) + "… Esc cancels")
+        elif isinstance(event, p.CpuGranted):
+            self._set_status("Generating… Esc stops")
         elif isinstance(event, p.ModelLoaded):
-            self._set_status(f"Loaded {event.model_path.rsplit('/', 1)[-1]} in {event.load_s:.1f}s")
+            name = escape(one_line(event.model_path.rsplit("/", 1)[-1]))
+            self._set_status(f"Loaded {name} in {event.load_s:.1f}s")
         elif isinstance(event, p.ContextTrimmed):
             self.notify(
                 f"Left out the {event.dropped_messages} oldest messages to fit the context",
@@ -596,6 +746,8 @@ class ChatScreen(Screen[None]):
         note = {"cancelled": "Stopped. ", "length": "Reached the token limit. "}.get(
             event.reason, ""
         )
+        if self._save_error:
+            note = "Not saved in full (see the reply). " + note
         self._set_status(note + format_stats(stats))
         self._end_reply()
 
@@ -644,7 +796,10 @@ class ChatScreen(Screen[None]):
             return
         if self.editing_id is not None:
             self.editing_id = None
-            self.query_one(PromptInput).clear()
+            prompt = self.query_one(PromptInput)
+            prompt.text = self._draft_before_edit or ""
+            prompt.move_cursor(prompt.document.end)
+            self._draft_before_edit = None
             self._set_status("Edit cancelled")
             return
         search = self.query_one("#search", Input)
@@ -677,6 +832,9 @@ class ChatScreen(Screen[None]):
             self.notify("No message of yours to edit", severity="warning")
             return
         prompt = self.query_one(PromptInput)
+        if self.editing_id is None:
+            # Set the draft aside while the prompt holds the message being edited.
+            self._draft_before_edit = prompt.text
         prompt.text = last_user.content
         prompt.move_cursor(prompt.document.end)
         prompt.focus()

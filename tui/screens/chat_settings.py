@@ -9,11 +9,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
 from tui import library, models
 from tui.config import Sampling
+from tui.safe_text import one_line
 
 FIELD_LABELS = {
     "temperature": "Temperature",
@@ -61,10 +63,11 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
         found = library.scan(getattr(self.app, "settings", None), self.models_dir)
         for path in sorted((m.path for m in found if m.modality == "chat"), key=_by_name):
             if str(path) not in seen:
-                options.append((path.name, str(path)))
+                # File names are data: one line, controls shown, brackets not markup.
+                options.append((escape(one_line(path.name)), str(path)))
                 seen.add(str(path))
         if self.settings.model not in seen:
-            options.append((Path(self.settings.model).name, self.settings.model))
+            options.append((escape(one_line(Path(self.settings.model).name)), self.settings.model))
         return options
 
     def compose(self) -> ComposeResult:
@@ -127,7 +130,7 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
         try:
             result = self._collect()
         except (ValueError, models.ModelFileError) as error:
-            self.query_one("#error", Label).update(str(error))
+            self.query_one("#error", Label).update(escape(one_line(str(error))))
             return
         self.dismiss(result)
 

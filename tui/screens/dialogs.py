@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from tui.safe_text import one_line, visible
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Ask a yes/no question. Enter or y confirms; Esc or n cancels."""
@@ -25,7 +27,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-text")
+            # Questions quote titles and file names: plain text, controls shown.
+            yield Label(visible(self.question), classes="dialog-text", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.confirm_label, variant="error", id="yes")
                 yield Button("Cancel", id="no")
@@ -54,8 +57,9 @@ class TextPromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="dialog-text")
-            yield Input(value=self.value, placeholder=self.placeholder, id="text")
+            yield Label(visible(self.title_text), classes="dialog-text", markup=False)
+            # The value offered for editing (a title, a name) is shown as it will be saved.
+            yield Input(value=one_line(self.value), placeholder=self.placeholder, id="text")
             yield Label("Enter to save, Esc to cancel", classes="dialog-hint")
 
     @on(Input.Submitted)

@@ -9,14 +9,17 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Input, OptionList, Static
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from tui.safe_text import one_line, visible
 from tui.screens.dialogs import ConfirmScreen
 from tui.store import ImageRecord
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.image_view import ImageView
+from tui.widgets.panel_footer import PanelFooter
 
 if TYPE_CHECKING:
     from tui.app import TriptychApp
@@ -66,7 +69,7 @@ class GalleryScreen(Screen[GalleryResult]):
                 yield ImageView(self.tapp.settings.image_protocol, id="gallery-image")
                 yield Static("", id="gallery-info")
         yield EngineStatus()
-        yield Footer(compact=True)
+        yield PanelFooter(compact=True)
 
     def on_mount(self) -> None:
         self.reload()
@@ -77,7 +80,10 @@ class GalleryScreen(Screen[GalleryResult]):
         self.records = self.tapp.store.list_images(search)
         listing = self.query_one("#images", OptionList)
         listing.set_options(
-            Option(f"{r.width}x{r.height} {r.seed}  {r.prompt[:60]}", id=str(r.id))
+            # Prompts and paths are stored data: controls shown, brackets not markup.
+            Option(
+                f"{r.width}x{r.height} {r.seed}  {escape(one_line(r.prompt)[:60])}", id=str(r.id)
+            )
             for r in self.records
         )
         if self.records:
@@ -107,13 +113,14 @@ class GalleryScreen(Screen[GalleryResult]):
     def _preview(self, record: ImageRecord) -> None:
         info = self.query_one("#gallery-info", Static)
         params = record.params
-        text = (
-            f"{record.prompt}\nseed {record.seed} · {record.width}x{record.height} · "
+        details = one_line(
+            f"seed {record.seed} · {record.width}x{record.height} · "
             f"{params.get('steps')} steps · CFG {params.get('cfg_scale')} · "
             f"{params.get('sampler')} · {Path(str(params.get('model', ''))).name}"
         )
+        text = f"{escape(visible(record.prompt))}\n{escape(details)}"
         if not Path(record.path).is_file():
-            info.update(f"[b red]missing file[/] {record.path}\n{text}")
+            info.update(f"[b red]missing file[/] {escape(one_line(record.path))}\n{text}")
             return
         self.query_one("#gallery-image", ImageView).show(record.path)
         info.update(text)

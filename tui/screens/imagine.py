@@ -13,19 +13,23 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, ProgressBar, Select, Static, TextArea
+from textual.widgets import Input, Label, ProgressBar, Select, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from tui import imaging, locations, models
+from tui.cpu import describe_wait
 from tui.engines import protocol as p
 from tui.imaging import ImageParams
+from tui.safe_text import one_line
 from tui.screens.dialogs import TextPromptScreen
 from tui.store import ImageRecord, StoreError
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.image_view import ImageView
+from tui.widgets.panel_footer import PanelFooter
 
 if TYPE_CHECKING:
     from tui.app import TriptychApp
@@ -65,6 +69,8 @@ class ImagineScreen(Screen[None]):
     """Parameters on the left, the image (live preview while denoising) on the right."""
 
     CSS_PATH = "imagine.tcss"
+    AUTO_FOCUS = "#prompt"
+    """Focused as the panel is built, so keys typed right after switching to it land here."""
 
     BINDINGS = [
         Binding("ctrl+g", "generate", "Generate", id="imagine.generate",
@@ -176,7 +182,7 @@ class ImagineScreen(Screen[None]):
                 yield ProgressBar(total=1, show_eta=False, id="progress")
                 yield Static("Ctrl+G generates · Ctrl+L gallery", id="info")
         yield EngineStatus()
-        yield Footer(compact=True)
+        yield PanelFooter(compact=True)
 
     def _preset_options(self) -> list[tuple[str, str]]:
         names = list(BUILTIN_PRESETS) + sorted(self.tapp.settings.image_presets)
@@ -328,6 +334,13 @@ class ImagineScreen(Screen[None]):
             )
         elif isinstance(event, p.PreviewUpdated):
             self._show_png(event.png)
+        elif isinstance(event, p.WaitingForCpu):
+            self._set_info(describe_wait(event.behind) + "… Esc cancels")
+        elif isinstance(event, p.CpuGranted):
+            self._started = time.monotonic()
+            self._set_info(
+                "Loading the model…" if not self.tapp.image_host.loaded_model else "Starting…"
+            )
         elif isinstance(event, p.ImageGenerated) and params is not None:
             self._done_images += 1
             self._save_image(event, params)
@@ -372,7 +385,7 @@ class ImagineScreen(Screen[None]):
     def _describe(self, record: ImageRecord) -> str:
         return (
             f"seed {record.seed} · {record.width}x{record.height} · "
-            f"{record.seconds:.1f}s · {Path(record.path).name}"
+            f"{record.seconds:.1f}s · {escape(one_line(Path(record.path).name))}"
         )
 
     def _show_png(self, png: bytes) -> None:
@@ -387,7 +400,8 @@ class ImagineScreen(Screen[None]):
         self.query_one("#info", Static).update(text)
 
     def _show_error(self, text: str) -> None:
-        self.query_one("#info", Static).update(f"[b red]Error:[/] {text}")
+        # Engine errors quote paths: controls shown, brackets not markup.
+        self.query_one("#info", Static).update(f"[b red]Error:[/] {escape(one_line(text))}")
         self.notify(text, severity="error", timeout=8)
 
     @on(Worker.StateChanged)

@@ -14,14 +14,18 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, OptionList, ProgressBar, Select, Static
+from textual.widgets import Input, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 
 from tui import locations, models, transcript
+from tui.cpu import describe_wait
 from tui.engines import protocol as p
+from tui.files import check_input_file
+from tui.safe_text import one_line
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from tui.store import Recording, StoreError
 from tui.widgets.engine_status import EngineStatus
+from tui.widgets.panel_footer import PanelFooter
 
 if TYPE_CHECKING:
     from tui.app import TriptychApp
@@ -53,11 +57,15 @@ def segments_text(segments: list[dict[str, Any]] | list[transcript.Segment]) -> 
             start, text = segment["start_s"], segment["text"]
         else:
             start, text = segment.start_s, segment.text
-        lines.append(f"[dim]{format_duration(start)}[/dim] {escape(text)}")
+        lines.append(f"[dim]{format_duration(start)}[/dim] {escape(one_line(text))}")
     return "\n".join(lines)
 
 
 def escape(text: str) -> str:
+    """Data (names, transcripts) put into markup: brackets stay brackets.
+
+    Callers pass it through tui.safe_text first: recording and device names and
+    whisper output may hold control characters, which are shown, never sent."""
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)
@@ -67,6 +75,8 @@ class ListenScreen(Screen[None]):
     """Recordings on the left; level, elapsed time and the transcript on the right."""
 
     CSS_PATH = "listen.tcss"
+    AUTO_FOCUS = "#recordings"
+    """Focused as the panel is built, so keys typed right after switching to it land here."""
 
     BINDINGS = [
         Binding("space,ctrl+r", "toggle_record", "Record/Stop", id="listen.record",
@@ -153,7 +163,7 @@ class ListenScreen(Screen[None]):
                     yield Static("", id="transcript")
                 yield Static("Space records · o transcribes a file", id="listen-status")
         yield EngineStatus()
-        yield Footer(compact=True)
+        yield PanelFooter(compact=True)
 
     def on_mount(self) -> None:
         self._load_devices()
@@ -171,7 +181,7 @@ class ListenScreen(Screen[None]):
             select.set_options([])
             self._set_status("No input device found: connect a microphone (recording is off)")
             return
-        select.set_options([(d.name, d.name) for d in devices])
+        select.set_options([(escape(one_line(d.name)), d.name) for d in devices])
         chosen = choose_input_device(devices, self.tapp.settings.input_device)
         assert chosen is not None  # devices is not empty
         select.value = chosen.name
@@ -199,8 +209,9 @@ class ListenScreen(Screen[None]):
         recordings = self.tapp.store.list_recordings()
         listing.set_options(
             Option(
-                f"{r.name}\n  {format_duration(r.duration_s)} · "
-                f"{datetime.fromtimestamp(r.created):%Y-%m-%d %H:%M} · {r.device or '?'}",
+                f"{escape(one_line(r.name))}\n  {format_duration(r.duration_s)} · "
+                f"{datetime.fromtimestamp(r.created):%Y-%m-%d %H:%M} · "
+                f"{escape(one_line(r.device or '?'))}",
                 id=str(r.id),
             )
             for r in recordings
@@ -222,7 +233,7 @@ class ListenScreen(Screen[None]):
         self.query_one("#transcript-scroll").scroll_end(animate=False)
 
     def _error(self, text: str) -> None:
-        self._set_status(f"[b red]Error:[/] {text}")
+        self._set_status(f"[b red]Error:[/] {escape(one_line(text))}")
         self.notify(text, severity="error", timeout=8)
 
     # --- selection ------------------------------------------------------------------
@@ -412,7 +423,7 @@ class ListenScreen(Screen[None]):
         self.current = record
         self.segments = []
         self.transcribing = True
-        self._set_status(f"Transcribing {record.name}… Esc stops")
+        self._set_status(f"Transcribing {escape(one_line(record.name))}… Esc stops")
         self._run(request, "final")
 
     @work(thread=True, group="speech", exit_on_error=False)
@@ -431,6 +442,19 @@ class ListenScreen(Screen[None]):
             else:
                 self.segments.append(segment)
                 self._show_segments(self.segments)
+        elif isinstance(event, p.WaitingForCpu):
+            # A live phrase waits too: the recording goes on, the draft catches up later.
+            what = "The live draft" if purpose == "live" else "Transcription"
+            self._set_status(f"{what} is queued. {describe_wait(event.behind)}.")
+        elif isinstance(event, p.CpuGranted):
+            if purpose != "live":
+                self._set_status("Transcribing… Esc stops")
+            elif self.recorder is not None:
+                self._set_status(
+                    "Paused: p resumes, Space stops"
+                    if self.recorder.paused
+                    else "Recording… Space stops, p pauses"
+                )
         elif isinstance(event, p.AudioLoaded) and purpose != "live":
             self._set_status(
                 f"Transcribing {format_duration(event.duration_s)} of audio… Esc stops"
@@ -496,8 +520,10 @@ class ListenScreen(Screen[None]):
         if not path:
             return
         audio = Path(path).expanduser()
-        if not audio.is_file():
-            self._error(f"audio file not found: {audio}")
+        try:
+            check_input_file(audio, "audio file")
+        except ValueError as error:
+            self._error(str(error))
             return
         try:
             import soundfile

@@ -12,15 +12,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static, Tab, Tabs
+from textual.widgets import DataTable, Static, Tab, Tabs
 
 from tui import catalog, library, locations
 from tui.catalog import CatalogEntry
 from tui.hub import DownloadError, Job, parse_spec, part_path
 from tui.library import LocalModel
 from tui.models import ModelFileError, ensure_default_chat_model, human_size
+from tui.safe_text import one_line
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from tui.widgets.engine_status import EngineStatus
+from tui.widgets.panel_footer import PanelFooter
 
 if TYPE_CHECKING:
     from tui.app import TriptychApp
@@ -57,6 +59,8 @@ class ModelsScreen(Screen[None]):
     """Chat, image and speech models: the catalog with what is installed, and actions."""
 
     CSS_PATH = "models.tcss"
+    AUTO_FOCUS = "DataTable"
+    """Focused as the panel is built, so keys typed right after switching to it land here."""
 
     BINDINGS = [
         Binding("enter", "use", "Get/Use", id="models.use",
@@ -107,7 +111,7 @@ class ModelsScreen(Screen[None]):
         yield table
         yield Static("", id="models-detail")
         yield EngineStatus()
-        yield Footer(compact=True)
+        yield PanelFooter(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -187,8 +191,15 @@ class ModelsScreen(Screen[None]):
             mark, status = self._status(row)
             size = row.local.size if row.local else row.entry.size if row.entry else 0
             ram = short_size(row.entry.ram) if row.entry else ""
+            # File names, header fields and download errors are data: one plain line
+            # each, control characters shown.
             table.add_row(
-                mark, escape(row.title), short_size(size), ram, escape(status), key=row.key
+                mark,
+                escape(one_line(row.title)),
+                short_size(size),
+                ram,
+                escape(one_line(status)),
+                key=row.key,
             )
         if keep is not None:
             for index, row in enumerate(self.rows):
@@ -228,10 +239,10 @@ class ModelsScreen(Screen[None]):
             if entry.note:
                 lines.append(entry.note)
         if row.local is not None:
-            lines.append(f"{row.local.identity.detail} · {row.local.path}")
+            lines.append(escape(one_line(f"{row.local.identity.detail} · {row.local.path}")))
         job = self.tapp.downloads.find(row.key)
         if job is not None and job.state == "failed":
-            lines.append(f"[red]{escape(job.error)}[/]")
+            lines.append(f"[red]{escape(one_line(job.error))}[/]")
         detail.update("\n".join(lines[:3]) if row.local is None else "\n".join(lines[-3:]))
 
     def _tick_downloads(self) -> None:
@@ -244,7 +255,7 @@ class ModelsScreen(Screen[None]):
                 mark, status = self._status(row)
                 try:
                     table.update_cell(row.key, "mark", mark)
-                    table.update_cell(row.key, "status", escape(status))
+                    table.update_cell(row.key, "status", escape(one_line(status)))
                 except Exception:  # noqa: BLE001 - the row left the table meanwhile
                     pass
 

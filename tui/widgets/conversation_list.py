@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from textual.binding import Binding
+from textual.markup import escape
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
+
+from tui.safe_text import one_line
 
 
 class ConversationList(OptionList):
@@ -23,7 +26,11 @@ class ConversationList(OptionList):
 
     def show(self, conversations: list[tuple[int, str]], current: int | None) -> None:
         """Replace the options, keeping the current conversation highlighted."""
-        self.set_options(Option(title or "Untitled", id=str(cid)) for cid, title in conversations)
+        # Titles are data (a first message, an import): one plain line, controls shown.
+        self.set_options(
+            Option(escape(one_line(title)) or "Untitled", id=str(cid))
+            for cid, title in conversations
+        )
         if current is not None:
             try:
                 self.highlighted = self.get_option_index(str(current))

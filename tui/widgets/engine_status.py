@@ -1,21 +1,24 @@
-"""One line at the bottom of every panel: loaded models, their memory, downloads."""
+"""One line at the bottom of every panel: queued requests, loaded models, their memory,
+downloads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from textual.markup import escape
 from textual.widgets import Static
 
 from tui.budget import process_rss
 from tui.models import human_size
+from tui.safe_text import one_line, visible
 
 if TYPE_CHECKING:
     from tui.app import TriptychApp
 
 
 def _short(name: str, width: int = 22) -> str:
-    stem = Path(name).stem
+    stem = one_line(Path(name).stem)
     return stem if len(stem) <= width else stem[: width - 1] + "…"
 
 
@@ -47,6 +50,14 @@ class EngineStatus(Static):
             if host.loaded_model:
                 parts.append(f"{host.engine} {_short(host.loaded_model)} {human_size(rss)}")
         text = " · ".join(parts) if parts else "no model loaded"
+        # A request queued behind another engine's (tui/cpu.py): say so on every panel.
+        queued = [
+            f"{host.engine} waits for {' and '.join(host.waiting_for)}"
+            for host in (app.chat_host, app.image_host, app.speech_host)
+            if getattr(host, "waiting_for", None)
+        ]
+        if queued:
+            text = " · ".join(queued) + " │ " + text
         budget = getattr(app, "budget", None)
         if budget is not None and used:
             text += f" │ {human_size(used)} of {human_size(budget.limit)}"
@@ -60,4 +71,5 @@ class EngineStatus(Static):
         return text
 
     def update_status(self) -> None:
-        self.update(self.status_text())
+        # File names and download errors are data: controls shown, brackets not markup.
+        self.update(escape(visible(self.status_text())))

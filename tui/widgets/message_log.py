@@ -22,6 +22,8 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
+from tui.safe_text import visible
+
 REFRESH_HZ = 20
 WINDOW = 40
 """Messages mounted at once; older ones are loaded when the user asks for them."""
@@ -43,12 +45,15 @@ class MessageData:
     content: str
     state: str = "complete"
     stats: dict[str, Any] | None = field(default=None)
+    unsaved: str = ""
+    """Shown as a warning under the message: which part the database does not hold."""
 
 
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System", "error": "Error"}
 
 
 def format_stats(stats: dict[str, Any] | None) -> str:
+    """One line of reply statistics (stored with the message, so shown made visible)."""
     if not stats:
         return ""
     parts = [f"{stats.get('tokens', 0)} tokens"]
@@ -58,7 +63,7 @@ def format_stats(stats: dict[str, Any] | None) -> str:
         parts.append(f"first token {stats['ttft_s']:.2f}s")
     if stats.get("seed", -1) >= 0:
         parts.append(f"seed {stats['seed']}")
-    return " · ".join(parts)
+    return visible(" · ".join(parts))
 
 
 class MessageView(Static):
@@ -81,8 +86,10 @@ class MessageView(Static):
         super().__init__(self._renderable(), classes=f"-{data.role}")
 
     def _renderable(self) -> RenderableType:
+        # Content is model output or stored text: its control characters are shown,
+        # never sent (data.content itself stays exact, for copying and resending).
         data = self.data
-        header = Text(ROLE_LABELS.get(data.role, data.role), style="bold")
+        header = Text(visible(ROLE_LABELS.get(data.role, data.role)), style="bold")
         note = {
             "streaming": " …",
             "stopped": " (stopped)",
@@ -92,12 +99,14 @@ class MessageView(Static):
         if note:
             header.append(note, style="italic")
         if data.role == "error":
-            return Group(header, Text(data.content))
-        body = data.content if data.content else ("…" if data.state == "streaming" else "")
+            return Group(header, Text(visible(data.content)))
+        body = visible(data.content) if data.content else ("…" if data.state == "streaming" else "")
         parts: list[RenderableType] = [
             header,
             Markdown(body, code_theme="monokai", hyperlinks=False),
         ]
+        if data.unsaved:
+            parts.append(Text(f"⚠ {visible(data.unsaved)}", style="bold red"))
         stats = format_stats(data.stats)
         if stats:
             parts.append(Text(stats, style="dim"))

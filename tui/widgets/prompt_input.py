@@ -6,6 +6,9 @@ from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
+from textual.widgets.text_area import Edit, EditResult
+
+from tui.safe_text import visible
 
 NEWLINE_KEYS = ("ctrl+j", "shift+enter", "alt+enter")
 
@@ -62,8 +65,29 @@ class PromptInput(TextArea):
             return
         await super()._on_key(event)
 
+    # Every change of the text (typing, paste, insert, undo) is an Edit and loading
+    # replaces the document: control characters (a paste of terminal output, an
+    # edited stored message, dictated words) become visible stand-ins, so the prompt
+    # shows, and sends, exactly what the user sees.
+    def edit(self, edit: Edit) -> EditResult:
+        edit.text = visible(edit.text)
+        return super().edit(edit)
+
+    def load_text(self, text: str) -> None:
+        super().load_text(visible(text))
+
     def action_submit(self) -> None:
         self.post_message(self.Submitted(self, self.text))
+
+    def clear(self) -> EditResult:
+        """Empty the prompt (after a message is sent) and forget its undo history.
+
+        TextArea's history keeps every edit's text, the deletion included, for 50
+        checkpoints: a sent megabyte paste would otherwise stay in memory twice.
+        """
+        result = super().clear()
+        self.history.clear()
+        return result
 
     def action_newline(self) -> None:
         self.insert("\n")
