@@ -35,7 +35,7 @@ def default_model() -> Path:
     """The test model, or the app's default chat model when the fixture is missing."""
     if FIXTURE_MODEL.is_file():
         return FIXTURE_MODEL
-    from tui.models import default_chat_model_path
+    from tui.default_model import default_chat_model_path
 
     return default_chat_model_path()
 

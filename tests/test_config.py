@@ -6,6 +6,7 @@ import pytest
 
 from tui import locations
 from tui.config import Sampling, Settings
+from tui.services.settings import SettingsService
 
 
 def test_defaults_when_no_file(app_dirs):
@@ -37,11 +38,10 @@ def test_corrupt_file_falls_back_to_defaults(app_dirs):
 
 
 def test_save_round_trip(app_dirs):
-    settings = Settings()
-    settings.theme = "triptych-light"
-    settings.sampling.seed = 11
-    settings.save()
-    assert Settings.load() == settings
+    service = SettingsService()
+    service.update(theme="triptych-light", sampling=Sampling(seed=11))
+    assert Settings.load() == service.current
+    assert Settings.load().sampling.seed == 11
 
 
 def test_locations_follow_environment(app_dirs, monkeypatch, tmp_path):

@@ -286,12 +286,13 @@ REPLY_TOKENS = ["Sure", f" {OSC52}", "\x1b]0;", "T\x07 line\r", "\nnext \x9b2J",
 def test_chat_reply_is_made_visible_on_a_terminal_and_exact_into_a_pipe(
     app_dirs: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, terminal: bool
 ) -> None:
-    from tui import cli, models
+    from tui import cli
     from tui.engines import host
+    from tui.formats import gguf
 
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    monkeypatch.setattr(models, "read_gguf_info", lambda path: None)
+    monkeypatch.setattr(gguf, "read_gguf_info", lambda path: None)
     events = [p.TokenGenerated(token) for token in REPLY_TOKENS]
     events.append(p.GenerationFinished("stop"))
     monkeypatch.setattr(host, "EngineHost", _fake_host(events))
@@ -310,14 +311,15 @@ def test_chat_reply_is_made_visible_on_a_terminal_and_exact_into_a_pipe(
 def test_transcript_is_made_visible_on_a_terminal_and_exact_into_a_pipe(
     app_dirs: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, terminal: bool
 ) -> None:
-    from tui import cli, models
+    from tui import cli
     from tui.engines import host
+    from tui.formats import whisper
 
     audio = tmp_path / "a.wav"
     audio.write_bytes(b"RIFF....WAVE")
     model = tmp_path / "ggml-tiny.bin"
     model.write_bytes(b"lmgg")
-    monkeypatch.setattr(models, "read_whisper_info", lambda path: None)
+    monkeypatch.setattr(whisper, "read_whisper_info", lambda path: None)
     spoken = f"hello {OSC52} there \x9b2J"
     events = [p.AudioLoaded(1.0), p.SegmentTranscribed(0.0, 1.0, spoken)]
     events.append(p.GenerationFinished("stop"))

@@ -7,6 +7,7 @@ Each check runs in a fresh interpreter so that modules imported by other tests
 from __future__ import annotations
 
 import json
+import pkgutil
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 NATIVE_BINDINGS = ("llama_cpp", "stable_diffusion_cpp", "pywhispercpp")
+FORMAT_MODULES = (
+    "tui.formats",
+    "tui.formats.ggml",
+    "tui.formats.gguf",
+    "tui.formats.image",
+    "tui.formats.safetensors",
+    "tui.formats.whisper",
+)
 
 
 def _loaded_after_import(modules: list[str], watched: tuple[str, ...]) -> list[str]:
@@ -49,7 +58,12 @@ def test_ui_side_never_imports_a_native_binding() -> None:
         "tui.cli",
         "tui.engines.host",
         "tui.store",
-        "tui.models",
+        "tui.default_model",
+        *FORMAT_MODULES,
+        "tui.compat.textual",
+        "tui.compat.textual_image",
+        "tui.compat.sounddevice",
+        "tui.compat.stable_diffusion_cpp",
     ]
     assert _loaded_after_import(ui_modules, NATIVE_BINDINGS) == []
 
@@ -61,12 +75,32 @@ def test_engine_side_never_imports_textual() -> None:
         "tui.engines.chat",
         "tui.engines.image",
         "tui.engines.worker",
-        "tui.models",
+        "tui.default_model",
+        *FORMAT_MODULES,
+        "tui.compat.sounddevice",
+        "tui.compat.stable_diffusion_cpp",
         "tui.imaging",
         "tui.store",
         "tui.config",
     ]
     assert _loaded_after_import(engine_modules, ("textual",)) == []
+
+
+def service_modules() -> list[str]:
+    """Every module under tui/services, found on disk (a new one is covered at once)."""
+    import tui.services
+
+    return ["tui.services"] + [
+        info.name for info in pkgutil.walk_packages(tui.services.__path__, prefix="tui.services.")
+    ]
+
+
+def test_services_never_import_textual() -> None:
+    modules = service_modules()
+    assert "tui.services.settings" in modules
+    for module in modules:
+        # One interpreter per module: one that loads textual cannot hide behind another.
+        assert _loaded_after_import([module], ("textual",)) == [], module
 
 
 def test_the_check_itself_sees_imports() -> None:

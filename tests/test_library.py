@@ -12,7 +12,7 @@ from tests.sd_fixtures import fixture, truncated_copy
 from tests.speech_fixtures import whisper_model
 from tui import library
 from tui.config import Settings
-from tui.models import ModelFileError
+from tui.formats import ModelFileError
 
 
 @pytest.fixture

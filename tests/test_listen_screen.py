@@ -54,6 +54,10 @@ async def open_listen(pilot) -> ListenScreen:
     return screen
 
 
+def status(screen: ListenScreen) -> str:
+    return str(screen.query_one("#listen-status").render())
+
+
 def transcript_text(screen: ListenScreen) -> str:
     return str(screen.query_one("#transcript").render())
 
@@ -63,7 +67,8 @@ async def test_record_live_draft_and_final_transcript(app_dirs, mic, tmp_path):
     app = make_app(input_device="pulse")
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_listen(pilot)
-        assert screen.query_one("#device").value == "pulse"
+        # The device scan runs in a worker: it blocks (PortAudio re-initialises).
+        await wait_until(pilot, lambda: screen.query_one("#device").value == "pulse", 10)
         await pilot.press("space")
         await wait_until(pilot, lambda: screen.recording, 5, "recording to start")
         mic.say(speech)
@@ -143,14 +148,13 @@ async def test_bad_files_and_missing_model(app_dirs, tmp_path):
         await pilot.press("o")
         await wait_until(pilot, lambda: isinstance(app.screen, TextPromptScreen), 5)
         await pilot.press(*str(text), "enter")
-        await pilot.pause()
-        assert "not an audio file" in str(screen.query_one("#listen-status").render())
+        await wait_until(pilot, lambda: "not an audio file" in status(screen), 10)
         screen.query_one("#speech-model").value = str(tmp_path / "missing.bin")
         await pilot.press("o")
         await wait_until(pilot, lambda: isinstance(app.screen, TextPromptScreen), 5)
         await pilot.press(*str(speak("Hello.", tmp_path / "h.wav")), "enter")
-        await pilot.pause()
-        assert "not found" in str(screen.query_one("#listen-status").render())
+        await wait_until(pilot, lambda: "not found" in status(screen), 10)
+        assert not screen.transcribing
 
 
 async def test_no_input_device(app_dirs, monkeypatch):
@@ -212,6 +216,8 @@ async def test_a_crashed_recording_is_listed_with_its_duration(app_dirs, tmp_pat
     app = TriptychApp(settings=settings, store=store)
     async with app.run_test(size=SIZE) as pilot:
         await open_listen(pilot)
+        # Repaired in a worker (fsync) as the panel opens.
+        await wait_until(pilot, lambda: app.store.get_recording(record.id).duration_s > 0, 10)
         repaired = app.store.get_recording(record.id)
         assert abs(repaired.duration_s - 3.0) < 0.01
         with wave.open(str(path)) as handle:
@@ -229,7 +235,6 @@ async def test_open_file_refuses_what_is_not_a_regular_file(app_dirs, tmp_path):
             await pilot.press("o")
             await wait_until(pilot, lambda: isinstance(app.screen, TextPromptScreen), 5)
             await pilot.press(*path, "enter")
-            await pilot.pause()
-            status = str(screen.query_one("#listen-status").render())
-            assert f"not a regular file: {path} ({kind})" in status, status
+            expected = f"not a regular file: {path} ({kind})"
+            await wait_until(pilot, lambda: expected in status(screen), 10)  # noqa: B023
         assert app.store.list_recordings() == []

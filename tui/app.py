@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.signal import Signal
 from textual.theme import Theme
 
 from tui import locations
@@ -27,7 +28,8 @@ from tui.screens.help import HelpScreen
 from tui.screens.imagine import ImagineScreen
 from tui.screens.listen import ListenScreen
 from tui.screens.models import ModelsScreen
-from tui.signals import SignalExit, exit_status
+from tui.services.settings import SettingsChanged, SettingsProblem, SettingsService
+from tui.signals import ExitSavers, SignalExit, exit_status
 from tui.store import Store, StoreError
 from tui.terminal_guard import install as install_terminal_guard
 from tui.themes import bundled_themes
@@ -52,6 +54,14 @@ class DownloadChanged(Message):
     def __init__(self, job: Job) -> None:
         super().__init__()
         self.job = job
+
+
+class SettingsNotice(Message):
+    """A settings service event, carried to the event loop from another thread."""
+
+    def __init__(self, event: SettingsChanged | SettingsProblem) -> None:
+        super().__init__()
+        self.event = event
 
 
 class TriptychApp(App[None]):
@@ -122,12 +132,21 @@ class TriptychApp(App[None]):
         self,
         *,
         chat_model: str | None = None,
-        settings: Settings | None = None,
+        settings: Settings | SettingsService | None = None,
         store: Store | None = None,
     ) -> None:
-        self.settings = settings or Settings.load()
+        """``settings``: the settings owner; a plain Settings (tests) becomes the
+        current settings of one that saves to the usual file."""
+        if isinstance(settings, SettingsService):
+            self.settings_service = settings
+        else:
+            self.settings_service = SettingsService(settings=settings)
+        self.settings = self.settings_service.current
+        """The current settings (read only: changes go through settings_service.update)."""
         self.store = store or Store()
         self.chat_model_override = chat_model
+        # The app runs on the thread that makes it (Textual keeps its own record private).
+        self._ui_thread_id = threading.get_ident()
         self.chat_host = EngineHost("chat", log_dir=locations.logs_dir())
         self.image_host = EngineHost("image", log_dir=locations.logs_dir())
         self.speech_host = EngineHost("speech", log_dir=locations.logs_dir())
@@ -143,9 +162,16 @@ class TriptychApp(App[None]):
         self.downloads = DownloadQueue(on_change=self._download_changed)
         self._download_states: dict[int, str] = {}
         self._themes: list[Theme] = bundled_themes()
+        self.exit_savers = ExitSavers()
+        """What to save when a signal ends the app: screens join on mount, leave on unmount."""
         self.signal_exit = SignalExit(self._exit_on_signal, self._emergency_exit)
         install_terminal_guard()
         super().__init__()
+        self.settings_changed_signal: Signal[SettingsChanged] = Signal(self, "settings-changed")
+        """Published on the event loop after every settings change (screens subscribe)."""
+        self.download_changed_signal: Signal[Job] = Signal(self, "download-changed")
+        """Published when a download starts, ends, fails or is cancelled (not per chunk)."""
+        self.settings_service.subscribe(self._settings_event)
         for theme in self._themes:
             self.register_theme(theme)
         if self.settings.keymap:
@@ -169,6 +195,9 @@ class TriptychApp(App[None]):
             self.notify(str(error), severity="error", timeout=10)
 
     def on_mount(self) -> None:
+        severity: SeverityLevel = "warning" if self.settings_service.writable else "error"
+        for problem in self.settings_service.problems:
+            self.notify(problem, title="Settings", severity=severity, timeout=30)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.set_interval(IDLE_CHECK_S, self._unload_idle)
         cpus = available_cpus()
@@ -200,7 +229,7 @@ class TriptychApp(App[None]):
         )
 
     def _notify_any_thread(self, text: str) -> None:
-        if threading.get_ident() == self._thread_id:
+        if threading.get_ident() == self._ui_thread_id:
             self.notify(text)
         else:
             self.call_from_thread(self.notify, text)
@@ -228,20 +257,32 @@ class TriptychApp(App[None]):
             self.notify(f"Downloaded {job.dest.name}", title="Models")
         elif job.state == "failed":
             self.notify(job.error, title="Download failed", severity="error", timeout=10)
-        for screen in self._screens_of(ModelsScreen):
-            screen.download_changed(job)
+        self.download_changed_signal.publish(job)
+
+    def _settings_event(self, event: object) -> None:
+        """From the settings service, on any thread: handled on the event loop.
+
+        From another thread it is posted, not awaited, so that a worker changing
+        a setting never waits for a loop that may be waiting for it.
+        """
+        if threading.get_ident() == self._ui_thread_id:
+            self._announce_settings(event)
+        elif isinstance(event, SettingsChanged | SettingsProblem):
+            self.post_message(SettingsNotice(event))
+
+    def on_settings_notice(self, message: SettingsNotice) -> None:
+        self._announce_settings(message.event)
+
+    def _announce_settings(self, event: object) -> None:
+        if isinstance(event, SettingsChanged):
+            self.settings_changed_signal.publish(event)
+        elif isinstance(event, SettingsProblem):
+            self.notify(event.message, title="Settings", severity="warning", timeout=15)
 
     def _theme_changed(self, theme: Theme) -> None:
-        if self.settings.theme != theme.name:
-            self.settings.theme = theme.name
-            try:
-                self.settings.save()
-            except OSError as error:
-                self.notify(f"could not save settings: {error}", severity="error")
+        self.settings_service.update(theme=theme.name)
 
     async def on_unmount(self) -> None:
-        for screen in self._screens_with_recorders():
-            screen.stop_recording()
         self.chat_host.shutdown()
         self.image_host.shutdown()
         self.speech_host.shutdown()
@@ -268,18 +309,19 @@ class TriptychApp(App[None]):
         """SIGTERM or SIGHUP: what Ctrl+Q does, then exit with 128 + signum.
 
         Exiting restores the terminal (alternate screen, mouse, cursor), and the
-        screens save on unmount. The Chat screens save here first as well, in
-        case the terminal has hung up and the rest of the exit gets stuck on it.
+        screens save on unmount. The screens in exit_savers save here first as
+        well, in case the terminal has hung up and the rest of the exit gets
+        stuck on it.
         """
-        for screen in self._screens_of(ChatScreen):
-            screen.save_for_exit()
-        self._quit(exit_status(signum))
+        try:
+            self.exit_savers.save_all()
+        finally:
+            self._quit(exit_status(signum))
 
     def _emergency_exit(self) -> None:
         """From the signal watchdog's thread, when the clean exit got stuck."""
         try:
-            for screen in self._screens_of(ChatScreen):
-                screen.emergency_save()
+            self.exit_savers.emergency_all()
         finally:
             for host in (self.chat_host, self.image_host, self.speech_host):
                 host.kill()
@@ -288,7 +330,7 @@ class TriptychApp(App[None]):
 
     def key_sections(self) -> list[KeySection]:
         """All bindings, grouped by where they work."""
-        keymap = dict(self._keymap) if getattr(self, "_keymap", None) else None
+        keymap = dict(self.settings.keymap) or None
         return [
             describe("Everywhere", self.BINDINGS, keymap),
             describe("Chat", ChatScreen.BINDINGS, keymap),
@@ -300,36 +342,6 @@ class TriptychApp(App[None]):
             describe("Listen", ListenScreen.BINDINGS, keymap),
             describe("Models", ModelsScreen.BINDINGS, keymap),
         ]
-
-    def _screens_of(self, kind: type[Screen]) -> list:
-        return [
-            screen
-            for stack in self._screen_stacks.values()
-            for screen in stack
-            if isinstance(screen, kind)
-        ]
-
-    def defaults_changed(self) -> None:
-        """Show new default models in panels that are already open."""
-        from textual.css.query import NoMatches
-        from textual.widgets import Input
-
-        settings = self.settings
-        fields = [
-            (ImagineScreen, "#model", settings.image_model),
-            (ImagineScreen, "#vae", settings.image_vae),
-            (ImagineScreen, "#taesd", settings.image_taesd),
-            (ListenScreen, "#speech-model", settings.speech_model),
-        ]
-        for kind, selector, value in fields:
-            for screen in self._screens_of(kind):
-                try:
-                    screen.query_one(selector, Input).value = value
-                except NoMatches:
-                    pass
-
-    def _screens_with_recorders(self) -> list[ListenScreen]:
-        return [s for s in self._screens_of(ListenScreen) if s.recorder is not None]
 
     def open_chat_with_attachment(self, title: str, text: str) -> None:
         """A new conversation whose first message is the attached text (e.g. a transcript)."""

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from tui.compat.sounddevice import reinitialize_portaudio
+
 WAV_HEADER_BYTES = 44
 _MAX_DATA_BYTES = 0xFFFFFFFF - 36
 _STOP = object()
@@ -129,13 +131,7 @@ def _refresh(sd: Any) -> None:
     with _pa_lock:
         if _open_streams:
             return
-        terminate = getattr(sd, "_terminate", None)
-        initialize = getattr(sd, "_initialize", None)
-        if terminate is None or initialize is None:
-            return
-        with contextlib.suppress(Exception):
-            terminate()
-        initialize()
+        reinitialize_portaudio(sd)
 
 
 def _stream_opened(delta: int) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tui.catalog import total_ram
-from tui.models import ModelFileError, human_size, read_gguf_info
+from tui.formats import ModelFileError, human_size
+from tui.formats.gguf import read_gguf_info
 
 DEFAULT_SHARE = 0.75
 """Share of physical memory the models may use when no budget is set."""

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui import locations
+from tui.default_model import DEFAULT_CHAT_FILENAME, DEFAULT_CHAT_SHA256, DEFAULT_CHAT_SIZE
 from tui.hub import FileSpec
-from tui.models import DEFAULT_CHAT_FILENAME, DEFAULT_CHAT_SHA256, DEFAULT_CHAT_SIZE
 
 GIB = 1 << 30
 

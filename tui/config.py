@@ -8,64 +8,14 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from tui import locations
+from tui.engines.protocol import Sampling
 
 ENV_PREFIX = "TRIPTYCH_"
-
-
-@dataclass
-class Sampling:
-    """Sampling and context settings for one chat generation."""
-
-    temperature: float = 0.7
-    """Randomness; 0 is greedy and deterministic."""
-    top_p: float = 0.95
-    """Nucleus sampling: keep the smallest token set whose mass reaches this."""
-    top_k: int = 40
-    """Keep only the k most likely tokens (0 disables)."""
-    min_p: float = 0.05
-    """Drop tokens less likely than this fraction of the most likely one."""
-    repeat_penalty: float = 1.1
-    """Penalty for repeating recent tokens (1 disables)."""
-    max_tokens: int = 512
-    """Most tokens in one reply."""
-    n_ctx: int = 4096
-    """Context window in tokens (prompt plus reply)."""
-    seed: int = -1
-    """Random seed; -1 picks a new one each time."""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Sampling:
-        sampling = cls()
-        for f in fields(cls):
-            if data and f.name in data:
-                setattr(sampling, f.name, type(getattr(sampling, f.name))(data[f.name]))
-        return sampling
-
-    def validate(self) -> None:
-        """Raise ValueError with a readable message for out-of-range values."""
-        if not 0.0 <= self.temperature <= 5.0:
-            raise ValueError("temperature must be between 0 and 5")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top-p must be above 0 and at most 1")
-        if self.top_k < 0:
-            raise ValueError("top-k must be 0 or more")
-        if not 0.0 <= self.min_p <= 1.0:
-            raise ValueError("min-p must be between 0 and 1")
-        if not 0.5 <= self.repeat_penalty <= 2.0:
-            raise ValueError("repeat penalty must be between 0.5 and 2")
-        if not 1 <= self.max_tokens <= 131072:
-            raise ValueError("max tokens must be between 1 and 131072")
-        if not 128 <= self.n_ctx <= 131072:
-            raise ValueError("context size must be between 128 and 131072")
-        if self.seed < -1:
-            raise ValueError("seed must be -1 (random) or a non-negative number")
 
 
 def _coerce(kind: type, value: Any) -> Any:
@@ -141,49 +91,162 @@ class Settings:
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:
-        """Read the settings file (missing or unreadable: defaults), then the environment."""
-        path = path or locations.config_file()
-        data: dict[str, Any] = {}
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            pass
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-            data = {}
-        settings = cls()
-        for f in fields(cls):
-            if f.name in ("sampling", "keymap", "image_presets"):
-                continue
-            kind = type(getattr(settings, f.name))
-            if f.name in data:
-                try:
-                    setattr(settings, f.name, _coerce(kind, data[f.name]))
-                except (TypeError, ValueError):
-                    pass
-            env = os.environ.get(ENV_PREFIX + f.name.upper())
-            if env is not None:
-                try:
-                    setattr(settings, f.name, _coerce(kind, env))
-                except ValueError:
-                    pass
-        presets = data.get("image_presets")
-        if isinstance(presets, dict):
-            settings.image_presets = {
-                str(k): dict(v) for k, v in presets.items() if isinstance(v, dict)
-            }
-        keymap = data.get("keymap")
-        if isinstance(keymap, dict):
-            settings.keymap = {str(k): str(v) for k, v in keymap.items()}
-        try:
-            settings.sampling = Sampling.from_dict(data.get("sampling"))
-        except (TypeError, ValueError):
-            settings.sampling = Sampling()
-        return settings
+        """The settings file (when readable) and the environment over the defaults.
 
-    def save(self, path: Path | None = None) -> None:
-        """Write the settings file atomically."""
-        path = path or locations.config_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(tomli_w.dumps(asdict(self)), encoding="utf-8")
-        os.replace(tmp, path)
+        Problems are ignored here; :class:`tui.services.settings.SettingsService`
+        (the app) and the CLI report them through :func:`load_layers`.
+        """
+        return load_layers(path or locations.config_file()).settings
+
+
+@dataclass
+class Layers:
+    """What :func:`load_layers` found."""
+
+    settings: Settings
+    """Defaults, then the file, then the environment."""
+    problems: list[str]
+    """One line per problem: the file unreadable or unparsable, a bad value, an unknown key."""
+    file_ok: bool
+    """The file is missing (fine: it is created on the first save) or was read and parsed."""
+    env_fields: list[str]
+    """Fields whose value came from the environment."""
+
+
+_TABLES = ("sampling", "keymap", "image_presets")
+
+
+def _from_file(kind: type, value: Any) -> Any:
+    """A value from the file as the field's type; ValueError unless TOML gave that type.
+
+    The environment only has text, so :func:`_coerce` converts; a file has
+    types, and ``threads = "many"`` or ``theme = 5`` is a mistake to name.
+    """
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind is list:
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ValueError(f"not {_KIND_NAMES.get(kind, kind.__name__)}")
+    return kind(value)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def load_layers(path: Path) -> Layers:
+    """Read the settings file and the environment, naming every problem in one line each."""
+    settings = Settings()
+    problems: list[str] = []
+    data: dict[str, Any] = {}
+    file_ok = True
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        file_ok = False
+        problems.append(f"{path} is a folder, not a settings file; using the defaults")
+    except OSError as error:
+        file_ok = False
+        problems.append(f"cannot read {path}: {error.strerror or error}; using the defaults")
+    except UnicodeDecodeError as error:
+        file_ok = False
+        problems.append(f"{path} is not UTF-8 text ({error.reason}); using the defaults")
+    except tomllib.TOMLDecodeError as error:
+        file_ok = False
+        # tomllib's message already ends with "(at line N, column M)".
+        problems.append(
+            f"{path}: {error}; using the defaults, the file is left as it is until fixed"
+        )
+
+    known = {f.name for f in fields(Settings)}
+    for key in data:
+        if key not in known:
+            problems.append(f"{path}: unknown setting {key!r} (kept, not used)")
+    for f in fields(Settings):
+        if f.name in _TABLES:
+            continue
+        kind = type(getattr(settings, f.name))
+        if f.name in data:
+            try:
+                setattr(settings, f.name, _from_file(kind, data[f.name]))
+            except (TypeError, ValueError):
+                problems.append(
+                    f"{path}: {f.name} = {_describe(data[f.name])} is not"
+                    f" {_KIND_NAMES.get(kind, kind.__name__)}; using {getattr(settings, f.name)!r}"
+                )
+    presets = data.get("image_presets")
+    if isinstance(presets, dict):
+        settings.image_presets = {
+            str(k): dict(v) for k, v in presets.items() if isinstance(v, dict)
+        }
+    elif presets is not None:
+        problems.append(f"{path}: image_presets is not a table; ignored")
+    keymap = data.get("keymap")
+    if isinstance(keymap, dict):
+        settings.keymap = {str(k): str(v) for k, v in keymap.items()}
+    elif keymap is not None:
+        problems.append(f"{path}: keymap is not a table; ignored")
+    sampling = data.get("sampling")
+    if sampling is not None and not isinstance(sampling, dict):
+        problems.append(f"{path}: sampling is not a table; using the default sampling")
+    elif sampling:
+        for key in sampling:
+            if key not in {f.name for f in fields(Sampling)}:
+                problems.append(f"{path}: unknown setting 'sampling.{key}' (kept, not used)")
+        for f in fields(Sampling):
+            if f.name not in sampling:
+                continue
+            kind = type(getattr(settings.sampling, f.name))
+            value = sampling[f.name]
+            try:
+                if isinstance(value, str | bool) or (kind is int and isinstance(value, float)):
+                    raise ValueError
+                setattr(settings.sampling, f.name, kind(value))
+            except (TypeError, ValueError):
+                problems.append(
+                    f"{path}: sampling.{f.name} = {_describe(value)} is not"
+                    f" {_KIND_NAMES.get(kind, kind.__name__)};"
+                    f" using {getattr(settings.sampling, f.name)!r}"
+                )
+        try:
+            settings.sampling.validate()
+        except ValueError as error:
+            problems.append(f"{path}: sampling: {error}; using the default sampling")
+            settings.sampling = Sampling()
+
+    env_fields: list[str] = []
+    for f in fields(Settings):
+        if f.name in _TABLES:
+            continue
+        env = os.environ.get(ENV_PREFIX + f.name.upper())
+        if env is None:
+            continue
+        kind = type(getattr(settings, f.name))
+        try:
+            setattr(settings, f.name, _coerce(kind, env))
+            env_fields.append(f.name)
+        except ValueError:
+            problems.append(
+                f"{ENV_PREFIX}{f.name.upper()}={_describe(env)} is not"
+                f" {_KIND_NAMES.get(kind, kind.__name__)}; ignored"
+            )
+    return Layers(settings, problems, file_ok, env_fields)
+
+
+_KIND_NAMES = {
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    str: "text",
+    list: "a list",
+}

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui.models import human_size
+from tui.formats import human_size
 
 CHUNK = 1 << 18
 SPACE_MARGIN = 64 << 20

@@ -19,19 +19,12 @@ from pathlib import Path
 
 from tui import locations
 from tui.config import Settings
-from tui.models import (
-    GGUF_MAGIC,
-    PICKLE_SUFFIXES,
-    WHISPER_MAGIC,
-    ModelFileError,
-    check_image_model,
-    default_chat_model_path,
-    human_size,
-    read_gguf_info,
-    read_safetensors_info,
-    read_whisper_info,
-    resolve_chat_model,
-)
+from tui.default_model import default_chat_model_path, resolve_chat_model
+from tui.formats import ModelFileError, human_size
+from tui.formats.gguf import GGUF_MAGIC, read_gguf_info
+from tui.formats.image import PICKLE_SUFFIXES, check_image_model
+from tui.formats.safetensors import read_safetensors_info
+from tui.formats.whisper import WHISPER_MAGIC, read_whisper_info
 
 MODALITIES = ("chat", "image", "speech")
 MODALITY_TITLES = {"chat": "Chat", "image": "Image", "speech": "Speech"}
@@ -300,16 +293,15 @@ def delete_model(path: Path | str, models_dir: Path | None = None) -> None:
         raise ModelFileError(f"cannot delete {path} ({error.strerror or error})", path) from None
 
 
-def remove(settings: Settings, model: LocalModel) -> bool:
-    """Delete a model file; if it was a default, clear that setting (not saved here).
+def remove(settings: Settings, model: LocalModel) -> dict[str, str]:
+    """Delete a model file; the settings change that clears it as a default, if it was one.
 
-    Returns whether a default was cleared.
+    The caller applies that change (``SettingsService.update(**change)``); it is
+    empty when the file was no default.
     """
     was_default = is_default(settings, model)
     delete_model(model.path)
-    if was_default:
-        setattr(settings, default_field(model.modality, model.kind), "")
-    return was_default
+    return {default_field(model.modality, model.kind): ""} if was_default else {}
 
 
 def expect_modality(modality: str | None) -> Callable[[Path], Identity]:
@@ -367,13 +359,23 @@ def is_default(settings: Settings, model: LocalModel) -> bool:
         return False
 
 
-def set_default(settings: Settings, path: Path | str) -> LocalModel:
-    """Make a file the default of its modality and kind (settings are not saved here)."""
+def default_setting(path: Path | str) -> tuple[str, str, LocalModel]:
+    """(setting name, value, model) that make a file the default of its modality and kind.
+
+    Reads the file's header; raises ModelFileError, or ValueError for a kind
+    that has no default.
+    """
     path = Path(path).expanduser()
     identity = identify(path)
     field_name = default_field(identity.modality, identity.kind)
     value = str(path.absolute())
     if identity.modality == "chat" and path.absolute() == default_chat_model_path().absolute():
         value = ""  # the embedded default
+    return field_name, value, LocalModel(path, identity, path.stat().st_size, "models")
+
+
+def set_default(settings: Settings, path: Path | str) -> LocalModel:
+    """Make a file the default of its modality and kind (settings are not saved here)."""
+    field_name, value, model = default_setting(path)
     setattr(settings, field_name, value)
-    return LocalModel(path, identity, path.stat().st_size, "models")
+    return model

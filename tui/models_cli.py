@@ -1,4 +1,5 @@
-"""``triptych models list|pull|import|rm|default``: the Models panel without the TUI."""
+"""``triptych models list|pull|import|rm|default|fetch-default|info``: the Models panel
+without the TUI."""
 
 from __future__ import annotations
 
@@ -11,38 +12,50 @@ import time
 from pathlib import Path
 
 from tui import catalog, library, locations
-from tui.cli import CliError
+from tui.cli_support import CliError, load_settings
 from tui.config import Settings
+from tui.default_model import ensure_default_chat_model
+from tui.formats import ModelFileError, human_size
+from tui.formats.gguf import GGUFInfo, read_gguf_info
+from tui.formats.image import check_image_model
+from tui.formats.safetensors import SafetensorsInfo, read_safetensors_info
 from tui.hub import DownloadError, download, parse_spec
 from tui.library import LocalModel
-from tui.models import ModelFileError, ensure_default_chat_model, human_size
 from tui.safe_text import for_stream, one_line
+from tui.services.settings import SettingsProblem, SettingsService
 
 # File names, paths and header fields are data: listings and messages show them as one
 # line with control characters made visible (tui.safe_text); --json escapes them anyway.
 
 
 def run_models(args: argparse.Namespace) -> int:
-    settings = Settings.load()
+    # These two read no settings: scripts/run and scripts/test install the default
+    # model with fetch-default before anything else.
+    if args.models_command == "fetch-default":
+        return _fetch_default(args.dir, args.quiet)
+    if args.models_command == "info":
+        return _info(args.path)
+    service = load_settings()
+    settings = service.current
     command = args.models_command
     try:
         if command == "list":
             return _list(settings, args.modality, args.json)
         if command == "pull":
-            return _pull(settings, args.spec, args.sha256, args.default)
+            return _pull(service, args.spec, args.sha256, args.default)
         if command == "import":
             model = library.import_model(Path(args.path))
             print(
                 one_line(f"imported {model.modality} model ({model.identity.detail}): {model.path}")
             )
             if args.default:
-                _set_default(settings, model.path)
+                _set_default(service, model.path)
             return 0
         if command == "rm":
-            return _remove(settings, args.model, args.yes)
+            return _remove(service, args.model, args.yes)
         if command == "default":
             if args.model:
-                _set_default(settings, _resolve(settings, args.model).path)
+                _set_default(service, _resolve(settings, args.model).path)
             else:
                 for modality, kind in library.DEFAULT_FIELDS:
                     path = library.default_path(settings, modality, kind)
@@ -52,6 +65,29 @@ def run_models(args: argparse.Namespace) -> int:
     except (ModelFileError, DownloadError) as error:
         raise CliError(str(error)) from None
     raise CliError(f"unknown models action {command!r}")
+
+
+def _fetch_default(models_dir: Path | None, quiet: bool) -> int:
+    """Install the embedded default chat model if it is missing; print "chat-model PATH"."""
+    try:
+        path = ensure_default_chat_model(models_dir, quiet=quiet)
+    except ModelFileError as error:
+        raise CliError(str(error)) from None
+    print(for_stream(f"chat-model {path}", sys.stdout))
+    return 0
+
+
+def _info(path: Path) -> int:
+    """Check a GGUF or safetensors file and print what its header says, as JSON."""
+    try:
+        if check_image_model(path) == "gguf":
+            header: GGUFInfo | SafetensorsInfo = read_gguf_info(path)
+        else:
+            header = read_safetensors_info(path)
+    except ModelFileError as error:
+        raise CliError(str(error)) from None
+    print(json.dumps(header.to_json(), indent=2))
+    return 0
 
 
 def _list(settings: Settings, modality: str | None, as_json: bool) -> int:
@@ -128,17 +164,31 @@ def _resolve(settings: Settings, text: str) -> LocalModel:
     raise ModelFileError(f"no model {text!r}: give a catalog id, a file name or a path")
 
 
-def _set_default(settings: Settings, path: Path) -> None:
-    model = library.set_default(settings, path)
+def _save(service: SettingsService, **changes: str) -> None:
+    """Change settings and write them, or raise CliError (the file is left as it was)."""
+    if not service.writable:
+        raise CliError(f"not changing the settings: {service.path} must be fixed first")
+    problems: list[str] = []
+    unsubscribe = service.subscribe(
+        lambda event: problems.append(event.message) if isinstance(event, SettingsProblem) else None
+    )
     try:
-        settings.save()
-    except OSError as error:
-        raise CliError(f"could not save settings ({error.strerror or error})") from None
+        service.update(**changes)
+    finally:
+        unsubscribe()
+    if problems:
+        raise CliError(problems[0])
+
+
+def _set_default(service: SettingsService, path: Path) -> None:
+    name, value, model = library.default_setting(path)
+    _save(service, **{name: value})
     kind = "" if model.kind == "model" else f" {model.kind}"
     print(one_line(f"default {model.modality}{kind} model: {path}"))
 
 
-def _remove(settings: Settings, text: str, yes: bool) -> int:
+def _remove(service: SettingsService, text: str, yes: bool) -> int:
+    settings = service.current
     model = _resolve(settings, text)
     if not library.in_models_folder(model.path):
         raise CliError(f"{model.path} is outside Triptych's models folder; delete it yourself")
@@ -149,12 +199,10 @@ def _remove(settings: Settings, text: str, yes: bool) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("kept", file=sys.stderr)
             return 1
-    if library.remove(settings, model):
-        try:
-            settings.save()
-        except OSError:
-            pass
+    cleared = library.remove(settings, model)
     print(one_line(f"deleted {model.path}"))
+    if cleared and service.writable:
+        service.update(**cleared)  # a save problem here is one note; the file is gone anyway
     return 0
 
 
@@ -185,7 +233,7 @@ class _Progress:
             print(line, file=sys.stderr)
 
 
-def _pull(settings: Settings, text: str, sha256: str | None, make_default: bool) -> int:
+def _pull(service: SettingsService, text: str, sha256: str | None, make_default: bool) -> int:
     if sha256 is not None:
         sha256 = sha256.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
@@ -220,5 +268,5 @@ def _pull(settings: Settings, text: str, sha256: str | None, make_default: bool)
                 return 130
     print(for_stream(str(path), sys.stdout))
     if make_default:
-        _set_default(settings, path)
+        _set_default(service, path)
     return 0

@@ -115,3 +115,59 @@ class SignalExit:
         rescue.start()
         rescue.join(RESCUE_S)
         os._exit(exit_status(self.signum))
+
+
+class ExitSavers:
+    """What to save when a signal ends the app: each open screen with unsaved work.
+
+    A screen joins when it mounts and leaves (with the function join returned)
+    when it unmounts, so the app never has to look for its screens.
+    """
+
+    def __init__(self) -> None:
+        self._savers: dict[int, tuple[Callable[[], None], Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def join(self, save: Callable[[], None], emergency: Callable[[], None]) -> Callable[[], None]:
+        """Register ``save`` (on the event loop) and ``emergency`` (any thread, loop stuck).
+
+        Returns the function that leaves again.
+        """
+        with self._lock:
+            key = self._next
+            self._next += 1
+            self._savers[key] = (save, emergency)
+
+        def leave() -> None:
+            with self._lock:
+                self._savers.pop(key, None)
+
+        return leave
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._savers)
+
+    def _all(self) -> list[tuple[Callable[[], None], Callable[[], None]]]:
+        with self._lock:
+            return list(self._savers.values())
+
+    def save_all(self) -> None:
+        """Run every ``save`` (on the event loop); a failing one is raised after the rest ran."""
+        errors: list[Exception] = []
+        for save, _ in self._all():
+            try:
+                save()
+            except Exception as error:  # noqa: BLE001 - reraised after the others ran
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def emergency_all(self) -> None:
+        """Run every ``emergency`` (from the watchdog's thread); one failing stops no other."""
+        for _, emergency in self._all():
+            try:
+                emergency()
+            except Exception:  # noqa: BLE001, S112 - nowhere left to report it
+                continue

@@ -745,25 +745,37 @@ class Store:
         )
         return _conversation(row) if row is not None else None
 
-    def list_conversations(self, search: str = "") -> list[Conversation]:
+    def list_conversations(
+        self, search: str = "", *, limit: int | None = None, after: Conversation | None = None
+    ) -> list[Conversation]:
         """Most recently updated first.
 
         A non-empty ``search`` keeps conversations whose title or any message
-        contains it, ignoring case; ``%`` and ``_`` match literally.
+        contains it, ignoring case; ``%`` and ``_`` match literally. ``limit``
+        returns one page; ``after`` (the last conversation of the previous page)
+        starts the next one where that page ended: keyset paging, so a row added
+        meanwhile does not shift the pages (nothing is listed twice).
         """
-        if not search:
-            sql = "SELECT * FROM conversations ORDER BY updated DESC, id DESC"
-            params: tuple[Any, ...] = ()
-        else:
+        where: list[str] = []
+        params: list[Any] = []
+        if search:
             title, param = _contains("c.title", search)
             content, _ = _contains("m.content", search)
-            sql = (
-                f"SELECT * FROM conversations AS c WHERE {title}"
-                " OR EXISTS (SELECT 1 FROM messages AS m WHERE m.conversation_id = c.id"
-                f"            AND {content})"
-                " ORDER BY c.updated DESC, c.id DESC"
+            where.append(
+                f"({title} OR EXISTS (SELECT 1 FROM messages AS m"
+                f" WHERE m.conversation_id = c.id AND {content}))"
             )
-            params = (param,)
+            params.append(param)
+        if after is not None:
+            number = len(params) + 1
+            where.append(f"(c.updated, c.id) < (?{number}, ?{number + 1})")
+            params += [after.updated, after.id]
+        sql = "SELECT * FROM conversations AS c"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY c.updated DESC, c.id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         rows = self._read(lambda c: c.execute(sql, params).fetchall())
         return [_conversation(row) for row in rows]
 
@@ -993,8 +1005,10 @@ class Store:
         new_id = self._write(insert)
         return ImageRecord(new_id, path, prompt, seed, width, height, params, seconds, now)
 
-    def list_images(self, search: str = "", limit: int | None = None) -> list[ImageRecord]:
-        """Newest first; a search matches the prompt (case-insensitive)."""
+    def list_images(
+        self, search: str = "", limit: int | None = None, offset: int = 0
+    ) -> list[ImageRecord]:
+        """Newest first, ``limit`` from ``offset``; a search matches the prompt (any case)."""
         sql = "SELECT * FROM images"
         args: list[Any] = []
         if search:
@@ -1002,9 +1016,9 @@ class Store:
             sql += f" WHERE {predicate}"
             args.append(param)
         sql += " ORDER BY created DESC, id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else limit, offset]
         rows = self._read(lambda c: c.execute(sql, args).fetchall())
         return [_image(row) for row in rows]
 
@@ -1058,10 +1072,21 @@ class Store:
             },
         )
 
-    def list_recordings(self) -> list[Recording]:
+    def list_recordings(self, *, limit: int | None = None, offset: int = 0) -> list[Recording]:
+        """Newest first; ``limit`` rows from ``offset`` on (a page of the Listen list)."""
+        sql = "SELECT * FROM recordings ORDER BY created DESC, id DESC"
+        args: list[Any] = []
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else limit, offset]
+        rows = self._read(lambda c: c.execute(sql, args).fetchall())
+        return [_recording(row) for row in rows]
+
+    def list_unmeasured_recordings(self) -> list[Recording]:
+        """Recordings without a duration: those a crash cut short, waiting for repair."""
         rows = self._read(
             lambda c: c.execute(
-                "SELECT * FROM recordings ORDER BY created DESC, id DESC"
+                "SELECT * FROM recordings WHERE duration_s <= 0 ORDER BY created DESC, id DESC"
             ).fetchall()
         )
         return [_recording(row) for row in rows]

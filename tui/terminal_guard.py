@@ -14,8 +14,8 @@ which textual-image's sixel widget places around its image data. Styles (colours
 Textual's own OSC 8 links) are rendered by Textual from the style, not the text,
 and are untouched.
 
-Textual is pinned (``textual==8.2.8``); ``tests/test_safe_text.py`` checks the
-wrapped internals still exist and behave.
+It fills the render cache of the strip it cleaned, through tui/compat/textual.py
+(``tests/test_compat.py`` checks that internal against the pinned Textual).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.segment import Segment
 from textual.strip import Strip
 
+from tui.compat.textual import set_strip_render_cache, strip_render_cache
 from tui.safe_text import has_controls, visible
 
 _CURSOR_MOVES = re.compile(r"(?:\x1b\[\d+;\d+H)+")
@@ -52,10 +53,10 @@ def safe_segments(segments: list[Segment]) -> list[Segment] | None:
 
 def _guarded_render(self: Strip, console: Console) -> str:
     assert _original_render is not None
-    if self._render_cache is None:
-        safe = safe_segments(self._segments)
+    if strip_render_cache(self) is None:
+        safe = safe_segments(list(self))
         if safe is not None:
-            self._render_cache = _original_render(Strip(safe, self._cell_length), console)
+            set_strip_render_cache(self, _original_render(Strip(safe), console))
     return _original_render(self, console)
 
 

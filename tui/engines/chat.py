@@ -14,8 +14,9 @@ from typing import Any
 from tui.cpu import bound_threads
 from tui.cpu import default_threads as default_threads  # the bench scripts import it here
 from tui.engines import protocol as p
-from tui.engines.worker import Channel
-from tui.models import ModelFileError, read_gguf_info
+from tui.engines.channel import Channel
+from tui.formats import ModelFileError
+from tui.formats.gguf import read_gguf_info
 
 MIN_REPLY_TOKENS = 64
 """Room kept free for the reply when older messages must be dropped to fit."""
@@ -78,14 +79,18 @@ class ChatEngine:
         return True
 
     def _make_formatter(self) -> Any:
-        from llama_cpp import llama_chat_format
+        from llama_cpp import llama_chat_format, llama_model_get_vocab, llama_vocab_get_text
 
         llm = self.llm
         template = llm.metadata.get("tokenizer.chat_template")
         if template:
+            vocab = llama_model_get_vocab(llm.model)
+
+            def text(token: int) -> str:
+                return llama_vocab_get_text(vocab, token).decode("utf-8") if token != -1 else ""
+
             eos_id, bos_id = llm.token_eos(), llm.token_bos()
-            eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
-            bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+            eos, bos = text(eos_id), text(bos_id)
             return llama_chat_format.Jinja2ChatFormatter(
                 template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
             )
@@ -155,7 +160,7 @@ class ChatEngine:
         tokens, formatted, _ = fitted
         llm = self.llm
         cached = 0
-        for a, b in zip(llm._input_ids[: llm.n_tokens], tokens, strict=False):
+        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens, strict=False):
             if a != b:
                 break
             cached += 1

@@ -1,7 +1,7 @@
 """stable-diffusion.cpp side of the image engine. Runs only inside an engine process.
 
 One model stays loaded, keyed by (model, VAE, TAESD, threads). Every file is
-checked with tui.models.check_image_model before sd.cpp sees it: sd.cpp
+checked with tui.formats.image.check_image_model before sd.cpp sees it: sd.cpp
 crashes on incomplete files (and a crash still only costs this process).
 
 sd.cpp cannot abort a generation: a cancelled request is stopped by the host,
@@ -33,11 +33,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tui.compat.stable_diffusion_cpp import drop_unloaded_context
 from tui.cpu import bound_threads
 from tui.engines import protocol as p
-from tui.engines.worker import Channel
+from tui.engines.channel import Channel
+from tui.formats import ModelFileError
+from tui.formats.image import check_image_model
 from tui.imaging import ImageParams
-from tui.models import ModelFileError, check_image_model
 
 PREVIEW_MAX_SIDE = 256
 PREVIEW_MIN_INTERVAL_S = 0.25
@@ -206,12 +208,8 @@ class ImageEngine:
             self.sd = None
             self._load_failed(request, channel, hooks.last_error() or str(error))
             return False
-        # The binding checks `model is None`, but a failed load returns a NULL pointer
-        # object: catch it here, and forget it (free_sd_ctx(NULL) would crash).
-        native = getattr(self.sd, "_model", None)
-        if native is None or not native.model:
-            if native is not None:
-                native.model = None
+        # The binding misses a failed load (a NULL context); closing one would crash.
+        if not drop_unloaded_context(self.sd):
             self.sd = None
             self._load_failed(request, channel, hooks.last_error() or "sd.cpp could not load it")
             return False

@@ -6,7 +6,8 @@ side of the protocol imports Textual or a native binding from this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 # --- requests (UI -> engine) -------------------------------------------------
 
@@ -18,22 +19,76 @@ class ChatMessage:
     content: str
 
 
+@dataclass(kw_only=True)
+class Sampling:
+    """Sampling and context settings for one chat generation.
+
+    The one declaration of these fields and their defaults: the settings file's
+    ``[sampling]`` table, each conversation's stored sampling, the settings
+    dialog and :class:`ChatRequest` all derive from it.
+    """
+
+    temperature: float = 0.7
+    """Randomness; 0 is greedy and deterministic."""
+    top_p: float = 0.95
+    """Nucleus sampling: keep the smallest token set whose mass reaches this."""
+    top_k: int = 40
+    """Keep only the k most likely tokens (0 disables)."""
+    min_p: float = 0.05
+    """Drop tokens less likely than this fraction of the most likely one."""
+    repeat_penalty: float = 1.1
+    """Penalty for repeating recent tokens (1 disables)."""
+    max_tokens: int = 512
+    """Most tokens in one reply."""
+    n_ctx: int = 4096
+    """Context window in tokens (prompt plus reply)."""
+    seed: int = -1
+    """Random seed; -1 picks a new one each time."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Sampling:
+        """The defaults with the known keys of ``data`` (as the fields' types) over them."""
+        sampling = Sampling()
+        for f in fields(Sampling):
+            if data and f.name in data:
+                setattr(sampling, f.name, type(getattr(sampling, f.name))(data[f.name]))
+        return sampling
+
+    def sampling(self) -> Sampling:
+        """Just the sampling fields (of a ChatRequest too), as a Sampling."""
+        return Sampling(**{f.name: getattr(self, f.name) for f in fields(Sampling)})
+
+    def validate(self) -> None:
+        """Raise ValueError with a readable message for out-of-range values."""
+        if not 0.0 <= self.temperature <= 5.0:
+            raise ValueError("temperature must be between 0 and 5")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top-p must be above 0 and at most 1")
+        if self.top_k < 0:
+            raise ValueError("top-k must be 0 or more")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError("min-p must be between 0 and 1")
+        if not 0.5 <= self.repeat_penalty <= 2.0:
+            raise ValueError("repeat penalty must be between 0.5 and 2")
+        if not 1 <= self.max_tokens <= 131072:
+            raise ValueError("max tokens must be between 1 and 131072")
+        if not 128 <= self.n_ctx <= 131072:
+            raise ValueError("context size must be between 128 and 131072")
+        if self.seed < -1:
+            raise ValueError("seed must be -1 (random) or a non-negative number")
+
+
 @dataclass
-class ChatRequest:
-    """Generate one assistant reply to a conversation."""
+class ChatRequest(Sampling):
+    """Generate one assistant reply to a conversation.
+
+    Its sampling fields (keyword-only) come from :class:`Sampling`.
+    """
 
     model_path: str
     messages: list[ChatMessage]
-    n_ctx: int = 4096
     n_threads: int = 0
     gpu_layers: int = 0
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    max_tokens: int = 512
-    seed: int = -1
     request_id: int = 0
 
 

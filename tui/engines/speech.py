@@ -22,8 +22,9 @@ import numpy as np
 
 from tui.cpu import bound_threads
 from tui.engines import protocol as p
-from tui.engines.worker import Channel
-from tui.models import ModelFileError, read_whisper_info
+from tui.engines.channel import Channel
+from tui.formats import ModelFileError
+from tui.formats.whisper import read_whisper_info
 
 SAMPLE_RATE = 16_000
 SILENCE_RMS = 0.003

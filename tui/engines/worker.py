@@ -15,19 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from tui.engines import protocol as p
-
-
-class Channel:
-    """What an engine sees of its process: emit events, check for cancellation."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._send_lock = threading.Lock()
-        self.cancelled = threading.Event()
-
-    def emit(self, event: Any) -> None:
-        with self._send_lock:
-            self._conn.send(event)
+from tui.engines.channel import Channel
 
 
 def _engine_for(name: str) -> Any:

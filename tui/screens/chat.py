@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +19,13 @@ from textual.timer import Timer
 from textual.widgets import Input, OptionList, Static, TextArea
 from textual.worker import Worker, WorkerState
 
-from tui import models
-from tui.config import Sampling
 from tui.cpu import describe_wait
 from tui.engines import protocol as p
 from tui.safe_text import one_line
 from tui.screens.chat_settings import ChatSettingsScreen, ConversationSettings
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
+from tui.services import chat as cs
+from tui.services.chat import NEW_TITLE, ChatError, ChatService
 from tui.store import Conversation, StoreError
 from tui.store import Message as StoredMessage
 from tui.widgets.conversation_list import ConversationList
@@ -36,22 +37,12 @@ from tui.widgets.prompt_input import PromptInput
 if TYPE_CHECKING:
     from tui.app import TriptychApp
 
-SAVE_INTERVAL_S = 0.5
-"""A streamed reply is written to the database at least this often."""
-
 DRAFT_SAVE_DELAY_S = 1.0
 """Unsent prompt text is written this long after the last keystroke (and on leaving)."""
-
-NEW_TITLE = "New chat"
 
 
 def _as_data(message: StoredMessage) -> MessageData:
     return MessageData(message.id, message.role, message.content, message.state, message.stats)
-
-
-def _title_from(text: str) -> str:
-    line = " ".join(text.split())
-    return line[:40] + ("…" if len(line) > 40 else "")
 
 
 class ChatScreen(Screen[None]):
@@ -156,8 +147,8 @@ class ChatScreen(Screen[None]):
 
     generating: reactive[bool] = reactive(False)
 
-    class EngineEvent(Message):
-        """An event streamed from the chat engine process."""
+    class ServiceEvent(Message):
+        """An event of the chat service (tui.services.chat), posted from any thread."""
 
         def __init__(self, event: Any) -> None:
             super().__init__()
@@ -165,16 +156,10 @@ class ChatScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conversation: Conversation | None = None
+        self._service: ChatService | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self.editing_id: int | None = None
-        self.reply_id: int | None = None
-        self.reply_text = ""
         self.reply_view: MessageView | None = None
-        self._last_save = 0.0
-        self._saved_len = 0
-        """How much of reply_text the database holds (from its start)."""
-        self._save_error = ""
-        """Why the last save of the streaming reply failed; empty when it succeeded."""
         self.dictation: Any = None
         self._prompt: PromptInput | None = None
         self._draft_loaded = False
@@ -182,10 +167,50 @@ class ChatScreen(Screen[None]):
         self._draft_before_edit: str | None = None
         """While editing the last message (Ctrl+G): the draft that was in the prompt."""
         self._draft_timer: Timer | None = None
+        self._draft_lock = threading.Lock()
+        """Serialises draft writes, so an older text never lands after a newer one."""
+        self._draft_version = 0
+        """Counts draft saves; a queued background write skips when it is not the newest."""
+        self._leave_exit_savers: Callable[[], None] | None = None
+        """Leaves the app's exit savers (joined while mounted)."""
 
     @property
     def tapp(self) -> TriptychApp:
         return self.app  # type: ignore[return-value]
+
+    @property
+    def service(self) -> ChatService:
+        """The Chat panel's state and logic; this screen renders it."""
+        if self._service is None:
+            app = self.tapp
+            self._service = ChatService(
+                app.store, app.chat_host, lambda: app.settings, lambda: app.chat_model_override
+            )
+        return self._service
+
+    @property
+    def conversation(self) -> Conversation | None:
+        return self.service.conversation
+
+    @conversation.setter
+    def conversation(self, conversation: Conversation | None) -> None:
+        self.service.conversation = conversation
+
+    @property
+    def reply_text(self) -> str:
+        return self.service.reply_text
+
+    @property
+    def reply_id(self) -> int | None:
+        return self.service.reply_id
+
+    @property
+    def _saved_len(self) -> int:
+        return self.service.saved_len
+
+    @property
+    def _save_error(self) -> str:
+        return self.service.save_error
 
     # --- layout -----------------------------------------------------------------
 
@@ -206,16 +231,23 @@ class ChatScreen(Screen[None]):
         yield PanelFooter(compact=True)
 
     async def on_mount(self) -> None:
+        # A signal ending the app saves the reply and the draft (tui.signals.ExitSavers).
+        self._leave_exit_savers = self.tapp.exit_savers.join(
+            self.save_for_exit, self.emergency_save
+        )
+        self._unsubscribe = self.service.subscribe(
+            lambda event: self.post_message(self.ServiceEvent(event))
+        )
         self.refresh_list()
-        conversations = self.tapp.store.list_conversations()
-        if conversations:
-            await self.open_conversation(conversations[0].id)
+        try:
+            latest = self.service.most_recent()
+        except StoreError as error:
+            self.notify(str(error), severity="error", timeout=10)
+            latest = None
+        if latest is not None:
+            await self.open_conversation(latest.id)
             # The new conversation's draft waits for Ctrl+N; say so rather than hide it.
-            try:
-                new_draft = self.tapp.store.get_draft(None)
-            except StoreError:
-                new_draft = None
-            if new_draft is not None:
+            if self.service.has_new_draft():
                 self._set_status("Ctrl+N: the new conversation you were typing is kept")
         else:
             self._swap_draft(None)
@@ -237,28 +269,25 @@ class ChatScreen(Screen[None]):
         if self.dictation is not None:
             self._finish_dictation()
             return
-        from tui.audio import Recorder, choose_input_device, list_input_devices
+        starting = any(w.group == "dictation-start" and w.node is self for w in self.workers)
+        if not starting:
+            self._start_dictation()
 
-        settings = self.tapp.settings
-        if not settings.speech_model:
-            self.notify(
-                "Set a speech model first: Listen (F4), whisper model field", severity="error"
-            )
-            return
-        chosen = choose_input_device(list_input_devices(), settings.input_device)
-        if chosen is None:
-            self.notify("No microphone found", severity="error")
-            return
-        device = chosen.name
-        from tui import locations
+    @work(thread=True, group="dictation-start", exit_on_error=False)
+    def _start_dictation(self) -> None:
+        """The device scan and the start of the recording block: off the event loop."""
+        from tui.services.listen import ListenError, start_dictation
 
-        path = locations.data_dir() / "dictation" / f"{int(time.time() * 1000)}.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        recorder = Recorder(path, device=device, samplerate=16_000, channels=1)
         try:
-            recorder.start()
-        except Exception as error:  # noqa: BLE001 - PortAudio raises assorted errors
-            self.notify(f"could not record from {device}: {error}", severity="error")
+            recorder = start_dictation(self.tapp.settings)
+        except ListenError as error:
+            self.app.call_from_thread(self.notify, str(error), severity="error")
+            return
+        self.app.call_from_thread(self._dictation_started, recorder)
+
+    def _dictation_started(self, recorder: Any) -> None:
+        if not self.is_attached:
+            recorder.stop()
             return
         self.dictation = recorder
         self._set_status("Dictating… F9 stops and inserts the text")
@@ -270,15 +299,9 @@ class ChatScreen(Screen[None]):
             return
         info = recorder.stop()
         self._set_status("Transcribing your dictation…")
-        settings = self.tapp.settings
-        request = p.TranscribeRequest(
-            model_path=settings.speech_model,
-            audio_path=str(info.path),
-            language=settings.speech_language,
-            n_threads=settings.threads,
-            use_gpu=settings.speech_use_gpu,
-        )
-        self._run_dictation(request)
+        from tui.services.listen import transcribe_request
+
+        self._run_dictation(transcribe_request(self.tapp.settings, audio_path=info.path))
 
     @work(thread=True, group="dictation", exit_on_error=False)
     def _run_dictation(self, request: p.TranscribeRequest) -> None:
@@ -313,27 +336,22 @@ class ChatScreen(Screen[None]):
         self._set_status("Dictation inserted: edit it, then Enter sends")
 
     def on_unmount(self) -> None:
+        if self._leave_exit_savers is not None:
+            self._leave_exit_savers()
         if self.dictation is not None:
             self.dictation.stop()
         self.save_for_exit()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
 
     def save_for_exit(self) -> None:
         """Keep the reply streamed so far and the unsent prompt text (safe to call twice)."""
-        if self.reply_id is not None:
-            self._save_reply(content=self.reply_text, state="stopped")
+        self.service.save_for_exit()
         self.save_draft()
 
     def emergency_save(self) -> None:
         """save_for_exit for another thread, while the event loop is stuck: store writes only."""
-        store = self.tapp.store
-        conversation = self.conversation
-        try:
-            if self.reply_id is not None:
-                store.update_message(self.reply_id, content=self.reply_text, state="stopped")
-            if self._draft_loaded:
-                store.save_draft(conversation.id if conversation else None, self._draft_text())
-        except StoreError:
-            pass  # nowhere left to report it
+        self.service.emergency_save(self._draft_text() if self._draft_loaded else None)
 
     # --- drafts: unsent prompt text, one per conversation ------------------------
 
@@ -345,17 +363,55 @@ class ChatScreen(Screen[None]):
         return self._prompt.text if self._prompt is not None else ""
 
     def save_draft(self) -> None:
-        """Write the open conversation's draft now (an empty prompt removes it)."""
+        """Write the open conversation's draft now (an empty prompt removes it).
+
+        Blocks on the store: used where the order matters (switching conversations,
+        quitting). Typing saves through :meth:`_save_draft_in_background`.
+        """
         if self._draft_timer is not None:
             self._draft_timer.stop()
             self._draft_timer = None
         if not self._draft_loaded:
             return
-        conversation_id = self.conversation.id if self.conversation else None
-        try:
-            self.tapp.store.save_draft(conversation_id, self._draft_text())
-        except StoreError as error:
-            self.notify(str(error), severity="error", timeout=10)
+        with self._draft_lock:
+            # Newer than any write still queued: those skip when their turn comes.
+            self._draft_version += 1
+            try:
+                self.service.save_draft(self._draft_text())
+            except StoreError as error:
+                self.notify(str(error), severity="error", timeout=10)
+
+    def _save_draft_in_background(self) -> None:
+        """The typing pause's save: the store write runs in a thread, never on the loop."""
+        self._draft_timer = None
+        if not self._draft_loaded:
+            return
+        conversation_id = self.service.conversation.id if self.service.conversation else None
+        text = self._draft_text()
+        self._draft_version += 1
+        version = self._draft_version
+
+        def write() -> None:
+            with self._draft_lock:
+                if version != self._draft_version:
+                    return  # a later save (typed or synchronous) already wrote a newer text
+                try:
+                    self.service.store.save_draft(conversation_id, text)
+                except StoreError as error:
+                    self.post_message(self.DraftNotSaved(str(error)))
+
+        self.run_worker(write, thread=True, group="draft", exit_on_error=False)
+
+    class DraftNotSaved(Message):
+        """A background draft save failed (the store's one-line reason)."""
+
+        def __init__(self, error: str) -> None:
+            super().__init__()
+            self.error = error
+
+    @on(DraftNotSaved)
+    def _draft_not_saved(self, message: DraftNotSaved) -> None:
+        self.notify(message.error, severity="error", timeout=10)
 
     def _swap_draft(self, conversation: Conversation | None) -> None:
         """Keep the open conversation's draft and show the draft of the one opening.
@@ -368,12 +424,12 @@ class ChatScreen(Screen[None]):
         self.editing_id = None
         self._draft_before_edit = None
         try:
-            draft = self.tapp.store.get_draft(conversation.id if conversation else None)
+            draft = self.service.draft(conversation.id if conversation else None)
         except StoreError as error:
             self.notify(str(error), severity="error", timeout=10)
-            draft = None
+            draft = ""
         prompt = self.query_one(PromptInput)
-        prompt.text = draft.text if draft else ""
+        prompt.text = draft
         prompt.move_cursor(prompt.document.end)
         self._draft_loaded = True
 
@@ -381,47 +437,46 @@ class ChatScreen(Screen[None]):
     def _prompt_changed(self) -> None:
         if self._draft_timer is not None:
             self._draft_timer.stop()
-        self._draft_timer = self.set_timer(DRAFT_SAVE_DELAY_S, self.save_draft)
+        self._draft_timer = self.set_timer(DRAFT_SAVE_DELAY_S, self._save_draft_in_background)
 
     # --- conversations ------------------------------------------------------------
 
     def refresh_list(self) -> None:
+        """List the conversations again: as many pages as were loaded, the first at least."""
+        listing = self.query_one(ConversationList)
         search = self.query_one("#search", Input).value
+        limit = max(cs.PAGE_SIZE, listing.option_count if search == listing.search else 0)
         try:
-            conversations = self.tapp.store.list_conversations(search)
+            conversations = self.service.page(search, limit=limit)
         except StoreError as error:
             self.notify(str(error), severity="error")
             return
         current = self.conversation.id if self.conversation else None
-        self.query_one(ConversationList).show([(c.id, c.title) for c in conversations], current)
+        listing.show(conversations, current, search=search, more=len(conversations) == limit)
+
+    @on(ConversationList.MoreWanted)
+    def _load_more(self) -> None:
+        listing = self.query_one(ConversationList)
+        try:
+            more = self.service.page(listing.search, after=listing.last)
+        except StoreError as error:
+            self.notify(str(error), severity="error")
+            return
+        listing.extend(more, more=len(more) == cs.PAGE_SIZE)
 
     async def open_conversation(self, conversation_id: int) -> None:
         if self.generating:
             self.notify("A reply is still being generated: Esc stops it", severity="warning")
             return
-        conversation = self.tapp.store.get_conversation(conversation_id)
+        conversation = self.service.get(conversation_id)
         if conversation is None:
             self.refresh_list()
             return
         self._swap_draft(conversation)
-        store = self.tapp.store
-        total = store.count_messages(conversation.id)
-        messages = store.list_messages(conversation.id, limit=WINDOW)
-        await self.query_one(MessageLog).show(
-            [_as_data(m) for m in messages], hidden_before=total - len(messages)
-        )
+        messages, hidden = self.service.window(WINDOW)
+        await self.query_one(MessageLog).show([_as_data(m) for m in messages], hidden_before=hidden)
         self._update_header()
         self._set_status("")
-
-    def _new_conversation(self) -> Conversation:
-        settings = self.tapp.settings
-        model = self.tapp.chat_model_override or ""
-        return self.tapp.store.create_conversation(
-            title=NEW_TITLE,
-            system_prompt=settings.system_prompt,
-            model=model,
-            sampling=vars(settings.sampling).copy(),
-        )
 
     async def action_new_conversation(self) -> None:
         if self.generating:
@@ -434,16 +489,10 @@ class ChatScreen(Screen[None]):
         self._set_status("New conversation: type a message")
         self.query_one(PromptInput).focus()
 
-    def _model_path(self, conversation: Conversation | None) -> str:
-        spec = (conversation.model if conversation else "") or (
-            self.tapp.chat_model_override or self.tapp.settings.chat_model
-        )
-        return str(models.resolve_chat_model(spec))
-
     def _update_header(self) -> None:
         conversation = self.conversation
         title = conversation.title if conversation else NEW_TITLE
-        model = self._model_path(conversation).rsplit("/", 1)[-1]
+        model = self.service.model_path(conversation).rsplit("/", 1)[-1]
         self.query_one("#chat-header", Static).update(
             f"[b]{escape(one_line(title))}[/b]  [dim]{escape(one_line(model))}[/dim]"
         )
@@ -491,7 +540,7 @@ class ChatScreen(Screen[None]):
         if listing.has_focus and listing.highlighted is not None:
             option = listing.get_option_at_index(listing.highlighted)
             if option.id is not None:
-                return self.tapp.store.get_conversation(int(option.id))
+                return self.service.get(int(option.id))
         return self.conversation
 
     @work(exclusive=True, group="dialog")
@@ -504,10 +553,8 @@ class ChatScreen(Screen[None]):
             TextPromptScreen("Rename conversation", conversation.title)
         )
         if title:
-            self.tapp.store.rename_conversation(conversation.id, title)
-            if self.conversation and self.conversation.id == conversation.id:
-                self.conversation.title = title
-                self._update_header()
+            self.service.rename(conversation.id, title)
+            self._update_header()
             self.refresh_list()
 
     @work(exclusive=True, group="dialog")
@@ -519,53 +566,35 @@ class ChatScreen(Screen[None]):
         if self.generating and self.conversation and conversation.id == self.conversation.id:
             self.notify("Stop the reply (Esc) before deleting", severity="warning")
             return
-        count = self.tapp.store.count_messages(conversation.id)
+        count = self.service.count_messages(conversation.id)
         confirmed = await self.app.push_screen_wait(
             ConfirmScreen(f"Delete “{conversation.title}” and its {count} messages?")
         )
         if not confirmed:
             return
-        self.tapp.store.delete_conversation(conversation.id)
+        was_open = self.conversation is not None and self.conversation.id == conversation.id
+        if was_open:
+            # The open conversation's draft goes with it.
+            self._draft_loaded = False
+        self.service.delete(conversation.id)
         self.notify(f"Deleted “{conversation.title}”")
-        if self.conversation and self.conversation.id == conversation.id:
-            remaining = self.tapp.store.list_conversations()
-            if remaining:
-                await self.open_conversation(remaining[0].id)
+        if was_open:
+            latest = self.service.most_recent()
+            if latest is not None:
+                await self.open_conversation(latest.id)
             else:
                 await self.action_new_conversation()
         self.refresh_list()
 
     @work(exclusive=True, group="dialog")
     async def action_settings(self) -> None:
-        conversation = self.conversation
-        if conversation is not None:
-            current = ConversationSettings(
-                conversation.system_prompt,
-                conversation.model,
-                Sampling.from_dict(conversation.sampling),
-            )
-        else:
-            settings = self.tapp.settings
-            current = ConversationSettings(
-                settings.system_prompt,
-                self.tapp.chat_model_override or "",
-                Sampling.from_dict(vars(settings.sampling)),
-            )
+        current = ConversationSettings(*self.service.conversation_settings())
         result = await self.app.push_screen_wait(ChatSettingsScreen(current))
         if result is None:
             return
-        if self.conversation is None:
-            self.conversation = self._new_conversation()
-            # The new conversation's draft now belongs to the row just created.
-            self.tapp.store.save_draft(None, "")
-            self.save_draft()
-        self.tapp.store.update_conversation(
-            self.conversation.id,
-            system_prompt=result.system_prompt,
-            model=result.model,
-            sampling=vars(result.sampling),
+        self.service.save_settings(
+            result.system_prompt, result.model, result.sampling, draft=self._draft_text()
         )
-        self.conversation = self.tapp.store.get_conversation(self.conversation.id)
         self.refresh_list()
         self._update_header()
         self.notify("Settings saved for this conversation")
@@ -580,27 +609,16 @@ class ChatScreen(Screen[None]):
         if self.generating:
             self.notify("Wait for the reply or stop it with Esc", severity="warning")
             return
-        store = self.tapp.store
-        edited = self.editing_id is not None
+        edited = self.editing_id
         try:
-            if self.conversation is None:
-                self.conversation = self._new_conversation()
-                # What was the new conversation's draft is being sent now.
-                store.save_draft(None, "")
-            conversation = self.conversation
-            log = self.query_one(MessageLog)
-            if self.editing_id is not None:
-                store.delete_messages_from(conversation.id, self.editing_id)
-                await log.remove_from(self.editing_id)
-                self.editing_id = None
-            if conversation.title == NEW_TITLE:
-                conversation.title = _title_from(text)
-                store.rename_conversation(conversation.id, conversation.title)
-            message = store.add_message(conversation.id, "user", text)
+            message = self.service.add_user_message(text, replacing_id=edited)
         except StoreError as error:
             self.notify(str(error), severity="error", timeout=10)
             return
-        if edited:
+        log = self.query_one(MessageLog)
+        if edited is not None:
+            await log.remove_from(edited)
+            self.editing_id = None
             # Sending an edit gives back the draft that Ctrl+G set aside.
             event.prompt.text = self._draft_before_edit or ""
             event.prompt.move_cursor(event.prompt.document.end)
@@ -613,185 +631,102 @@ class ChatScreen(Screen[None]):
         await self._start_reply()
 
     async def _start_reply(self) -> None:
-        conversation = self.conversation
-        assert conversation is not None
-        store = self.tapp.store
-        request = self._build_request(conversation, store.list_messages(conversation.id))
-        log = self.query_one(MessageLog)
         try:
-            models.read_gguf_info(request.model_path)
-        except models.ModelFileError as error:
-            await self._show_error(str(error))
+            reply, request = self.service.start_reply()
+        except ChatError as error:
+            # Nothing could be generated into the database (bad model file, full
+            # disk, ...): say so instead of streaming a reply that would not be kept.
+            await self._show_error(str(error), self.service.record_error(str(error)))
             return
-        try:
-            reply = store.add_message(conversation.id, "assistant", "", state="streaming")
-        except StoreError as error:
-            # Nothing could be generated into the database (full disk, ...): say so
-            # instead of streaming a reply that would not be kept.
-            await self._show_error(str(error))
-            return
-        self.reply_id = reply.id
-        self.reply_text = ""
-        self._saved_len = 0
-        self._save_error = ""
-        self._last_save = time.monotonic()
-        self.reply_view = await log.add(_as_data(reply))
+        self.reply_view = await self.query_one(MessageLog).add(_as_data(reply))
         self.refresh_list()
         self.generating = True
         self._set_status("Generating… Esc stops")
         self._run_request(request)
 
-    def _build_request(
-        self, conversation: Conversation, history: list[StoredMessage]
-    ) -> p.ChatRequest:
-        sampling = Sampling.from_dict(conversation.sampling)
-        messages = []
-        if conversation.system_prompt.strip():
-            messages.append(p.ChatMessage("system", conversation.system_prompt))
-        for message in history:
-            if (
-                message.role in ("user", "assistant")
-                and message.content
-                and message.state != "error"
-            ):
-                messages.append(p.ChatMessage(message.role, message.content))
-        settings = self.tapp.settings
-        return p.ChatRequest(
-            model_path=self._model_path(conversation),
-            messages=messages,
-            n_ctx=sampling.n_ctx,
-            n_threads=settings.threads,
-            gpu_layers=settings.gpu_layers,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            max_tokens=sampling.max_tokens,
-            seed=sampling.seed,
-        )
-
     @work(thread=True, exclusive=True, group="chat", exit_on_error=False)
     def _run_request(self, request: p.ChatRequest) -> None:
-        for event in self.tapp.chat_host.submit(request):
-            self.post_message(self.EngineEvent(event))
+        self.service.stream(request)
 
-    def _save_reply(self, **fields: Any) -> None:
-        """Write the streaming reply; on failure the reply on screen says what is unsaved."""
-        if self.reply_id is None:
-            return
-        try:
-            self.tapp.store.update_message(self.reply_id, **fields)
-        except StoreError as error:
-            if not self._save_error:  # one notification, not one per half second
-                self.notify(str(error), severity="error", timeout=10)
-            self._save_error = str(error)
-        else:
-            if "content" in fields:
-                self._saved_len = len(fields["content"])
-            self._save_error = ""
-        if self.reply_view is not None and self.reply_view.data.unsaved != (
-            notice := self._unsaved_notice()
-        ):
-            self.reply_view.set_data(unsaved=notice)
-
-    def _unsaved_notice(self) -> str:
-        """Which part of the reply on screen the database does not hold ('' if none)."""
-        if not self._save_error:
-            return ""
-        missing = len(self.reply_text) - self._saved_len
-        if missing <= 0:
-            what = "that this reply ended (its text is saved; it will show as interrupted)"
-        elif self._saved_len == 0:
-            what = f"all of this reply ({missing} characters)"
-        else:
-            start = " ".join(self.reply_text[self._saved_len :].split()[:6])
-            what = f"the last {missing} characters, from “{start}…” on"
-        return f"Not saved: {what}. {self._save_error}. Ctrl+Y copies the reply."
-
-    @on(EngineEvent)
-    async def _engine_event(self, message: EngineEvent) -> None:
+    @on(ServiceEvent)
+    async def _service_event(self, message: ServiceEvent) -> None:
         event = message.event
-        if isinstance(event, p.TokenGenerated):
-            self.reply_text += event.text
+        if isinstance(event, cs.TokenReceived):
             if self.reply_view is not None:
                 self.reply_view.append(event.text)
-            now = time.monotonic()
-            if now - self._last_save >= SAVE_INTERVAL_S:
-                self._last_save = now
-                self._save_reply(content=self.reply_text)
-        elif isinstance(event, p.WaitingForCpu):
-            self._set_status(describe_wait(event.behind) + "… Esc cancels")
-        elif isinstance(event, p.CpuGranted):
+        elif isinstance(event, cs.UnsavedChanged):
+            if self.reply_view is not None:
+                self.reply_view.set_data(unsaved=event.notice)
+        elif isinstance(event, cs.ReplySaveFailed):
+            self.notify(event.error, severity="error", timeout=10)
+        elif isinstance(event, cs.WaitingForCpu):
+            self._set_status(describe_wait(list(event.behind)) + "… Esc cancels")
+        elif isinstance(event, cs.CpuGranted):
             self._set_status("Generating… Esc stops")
-        elif isinstance(event, p.ModelLoaded):
-            name = escape(one_line(event.model_path.rsplit("/", 1)[-1]))
+        elif isinstance(event, cs.ModelLoaded):
+            name = escape(one_line(event.name))
             self._set_status(f"Loaded {name} in {event.load_s:.1f}s")
-        elif isinstance(event, p.ContextTrimmed):
+        elif isinstance(event, cs.ContextTrimmed):
             self.notify(
                 f"Left out the {event.dropped_messages} oldest messages to fit the context",
                 severity="warning",
             )
-        elif isinstance(event, p.GenerationFinished):
-            await self._finish_reply(event)
-        elif isinstance(event, p.EngineFailed):
-            await self._fail_reply(event.message)
+        elif isinstance(event, cs.ReplyFinished):
+            self._finish_reply(event)
+        elif isinstance(event, cs.ReplyFailed):
+            await self._fail_reply(event)
 
-    async def _finish_reply(self, event: p.GenerationFinished) -> None:
-        stats = vars(event.stats).copy() if event.stats.tokens or event.stats.elapsed_s else None
-        state = "stopped" if event.reason == "cancelled" else "complete"
-        self._save_reply(content=self.reply_text, state=state, stats=stats)
+    def _finish_reply(self, event: cs.ReplyFinished) -> None:
         if self.reply_view is not None:
-            self.reply_view.set_data(content=self.reply_text, state=state, stats=stats)
+            self.reply_view.set_data(
+                content=event.content, state=event.state, stats=event.stats, unsaved=event.unsaved
+            )
         note = {"cancelled": "Stopped. ", "length": "Reached the token limit. "}.get(
             event.reason, ""
         )
-        if self._save_error:
+        if event.unsaved:
             note = "Not saved in full (see the reply). " + note
-        self._set_status(note + format_stats(stats))
+        self._set_status(note + format_stats(event.stats))
         self._end_reply()
 
-    async def _fail_reply(self, error: str) -> None:
-        if self.reply_id is not None:
-            if self.reply_text:
-                self._save_reply(content=self.reply_text, state="error")
+    async def _fail_reply(self, event: cs.ReplyFailed) -> None:
+        if event.reply_id is not None:
+            if event.content:
                 if self.reply_view is not None:
-                    self.reply_view.set_data(content=self.reply_text, state="error")
+                    self.reply_view.set_data(content=event.content, state="error")
             else:
-                try:
-                    self.tapp.store.delete_messages_from(self.conversation.id, self.reply_id)
-                except StoreError:
-                    pass
-                await self.query_one(MessageLog).remove_from(self.reply_id)
+                await self.query_one(MessageLog).remove_from(event.reply_id)
         self._end_reply()
-        await self._show_error(error)
+        await self._show_error(event.error, event.error_message)
 
-    async def _show_error(self, text: str) -> None:
-        conversation = self.conversation
-        data = MessageData(0, "error", text)
-        if conversation is not None:
-            try:
-                data = _as_data(self.tapp.store.add_message(conversation.id, "error", text))
-            except StoreError:
-                pass
+    async def _show_error(self, text: str, stored: StoredMessage | None) -> None:
+        data = _as_data(stored) if stored is not None else MessageData(0, "error", text)
         await self.query_one(MessageLog).add(data)
         self._set_status("")
         self.notify(text, severity="error", timeout=8)
 
     def _end_reply(self) -> None:
         self.generating = False
-        self.reply_id = None
         self.reply_view = None
         self.refresh_list()
 
     @on(Worker.StateChanged)
-    async def _worker_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group == "chat" and event.state == WorkerState.ERROR and self.generating:
-            await self._fail_reply(f"the chat engine failed: {event.worker.error}")
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that raised: reset what it was doing and say so in one line."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = one_line(str(event.worker.error))
+        if event.worker.group == "chat" and self.generating:
+            self._end_reply()
+            self._set_status("")
+            self.notify(f"the chat engine failed: {error}", severity="error", timeout=8)
+        elif event.worker.group in ("dictation", "dictation-start"):
+            self._set_status("")
+            self.notify(f"Dictation failed: {error}", severity="error", timeout=8)
 
     def action_stop(self) -> None:
         if self.generating:
-            self.tapp.chat_host.cancel()
+            self.service.stop()
             self._set_status("Stopping…")
             return
         if self.editing_id is not None:
@@ -811,23 +746,19 @@ class ChatScreen(Screen[None]):
     async def action_regenerate(self) -> None:
         if self.generating or self.conversation is None:
             return
-        store = self.tapp.store
-        messages = store.list_messages(self.conversation.id)
-        last_user = next((m for m in reversed(messages) if m.role == "user"), None)
-        if last_user is None:
-            self.notify("Nothing to regenerate yet", severity="warning")
+        try:
+            removed = self.service.drop_after_last_user()
+        except ChatError as error:
+            self.notify(str(error), severity="warning")
             return
-        after = [m for m in messages if m.id > last_user.id]
-        if after:
-            store.delete_messages_from(self.conversation.id, after[0].id)
-            await self.query_one(MessageLog).remove_from(after[0].id)
+        if removed is not None:
+            await self.query_one(MessageLog).remove_from(removed)
         await self._start_reply()
 
     def action_edit_last(self) -> None:
         if self.generating or self.conversation is None:
             return
-        messages = self.tapp.store.list_messages(self.conversation.id)
-        last_user = next((m for m in reversed(messages) if m.role == "user"), None)
+        last_user = self.service.last_user_message()
         if last_user is None:
             self.notify("No message of yours to edit", severity="warning")
             return
@@ -850,8 +781,6 @@ class ChatScreen(Screen[None]):
         views = log.views
         if self.conversation is None or not views:
             return
-        older = self.tapp.store.list_messages(
-            self.conversation.id, limit=WINDOW, before_id=views[0].data.id
-        )
+        older = self.service.earlier(views[0].data.id, WINDOW)
         hidden = max(0, log.hidden_before - len(older))
         await log.prepend([_as_data(m) for m in older], hidden)

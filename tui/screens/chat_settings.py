@@ -13,8 +13,11 @@ from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
-from tui import library, models
+from tui import library
 from tui.config import Sampling
+from tui.default_model import resolve_chat_model
+from tui.formats import ModelFileError
+from tui.formats.gguf import read_gguf_info
 from tui.safe_text import one_line
 
 FIELD_LABELS = {
@@ -94,7 +97,7 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
                 )
                 with Grid(id="sampling"):
                     for f in fields(Sampling):
-                        yield Label(FIELD_LABELS[f.name])
+                        yield Label(FIELD_LABELS.get(f.name, f.name))
                         yield Input(
                             str(getattr(sampling, f.name)),
                             id=f.name,
@@ -113,13 +116,15 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
             try:
                 values[f.name] = int(text) if f.type in ("int", int) else float(text)
             except ValueError:
-                raise ValueError(f"{FIELD_LABELS[f.name]}: {text!r} is not a number") from None
+                raise ValueError(
+                    f"{FIELD_LABELS.get(f.name, f.name)}: {text!r} is not a number"
+                ) from None
         sampling = Sampling(**values)
         sampling.validate()
         model = self.query_one("#model-path", Input).value.strip()
         if model:
-            path = models.resolve_chat_model(model, self.models_dir)
-            models.read_gguf_info(path)
+            path = resolve_chat_model(model, self.models_dir)
+            read_gguf_info(path)
             model = str(path)
         else:
             model = str(self.query_one("#model", Select).value or DEFAULT_MODEL)
@@ -129,7 +134,7 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
     def action_save(self) -> None:
         try:
             result = self._collect()
-        except (ValueError, models.ModelFileError) as error:
+        except (ValueError, ModelFileError) as error:
             self.query_one("#error", Label).update(escape(one_line(str(error))))
             return
         self.dismiss(result)

@@ -1,7 +1,8 @@
-"""The gallery: every generated image, newest first."""
+"""The gallery: every generated image, newest first, read a page at a time."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,8 @@ from textual.widgets.option_list import Option
 
 from tui.safe_text import one_line, visible
 from tui.screens.dialogs import ConfirmScreen
-from tui.store import ImageRecord
+from tui.services.imagine import GALLERY_PAGE, ImagineService
+from tui.store import ImageRecord, StoreError
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.image_view import ImageView
 from tui.widgets.panel_footer import PanelFooter
@@ -52,13 +54,24 @@ class GalleryScreen(Screen[GalleryResult]):
                 tooltip="Filter by prompt"),
     ]  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, service: ImagineService | None = None) -> None:
         super().__init__()
         self.records: list[ImageRecord] = []
+        """The images read so far (pages of GALLERY_PAGE, more as the cursor nears the end)."""
+        self._more = False
+        self._service = service
 
     @property
     def tapp(self) -> TriptychApp:
         return self.app  # type: ignore[return-value]
+
+    @property
+    def service(self) -> ImagineService:
+        if self._service is None:
+            self._service = ImagineService(
+                self.tapp.image_host, self.tapp.store, self.tapp.settings_service
+            )
+        return self._service
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -76,16 +89,11 @@ class GalleryScreen(Screen[GalleryResult]):
         self.query_one("#images", OptionList).focus()
 
     def reload(self) -> None:
-        search = self.query_one("#gallery-search", Input).value
-        self.records = self.tapp.store.list_images(search)
+        """Read the first page again (after a search or a delete)."""
+        self.records = []
         listing = self.query_one("#images", OptionList)
-        listing.set_options(
-            # Prompts and paths are stored data: controls shown, brackets not markup.
-            Option(
-                f"{r.width}x{r.height} {r.seed}  {escape(one_line(r.prompt)[:60])}", id=str(r.id)
-            )
-            for r in self.records
-        )
+        listing.clear_options()
+        self._load_page()
         if self.records:
             listing.highlighted = 0
             self._preview(self.records[0])
@@ -93,6 +101,20 @@ class GalleryScreen(Screen[GalleryResult]):
             self.query_one("#gallery-info", Static).update(
                 "No images yet: generate one in Imagine (Ctrl+G)"
             )
+
+    def _load_page(self) -> None:
+        """Append the next page of images to the list (one indexed query)."""
+        search = self.query_one("#gallery-search", Input).value
+        page = self.service.gallery_page(search, offset=len(self.records))
+        self._more = len(page) == GALLERY_PAGE
+        self.records.extend(page)
+        self.query_one("#images", OptionList).add_options(
+            # Prompts and paths are stored data: controls shown, brackets not markup.
+            Option(
+                f"{r.width}x{r.height} {r.seed}  {escape(one_line(r.prompt)[:60])}", id=str(r.id)
+            )
+            for r in page
+        )
 
     def selected(self) -> ImageRecord | None:
         listing = self.query_one("#images", OptionList)
@@ -102,6 +124,9 @@ class GalleryScreen(Screen[GalleryResult]):
 
     @on(OptionList.OptionHighlighted, "#images")
     def _highlighted(self) -> None:
+        listing = self.query_one("#images", OptionList)
+        if self._more and (listing.highlighted or 0) >= len(self.records) - 10:
+            self._load_page()
         record = self.selected()
         if record is not None:
             self._preview(record)
@@ -176,10 +201,9 @@ class GalleryScreen(Screen[GalleryResult]):
         if not confirmed:
             return
         try:
-            Path(record.path).unlink(missing_ok=True)
-        except OSError as error:
-            self.notify(f"could not delete the file: {error}", severity="error")
+            await asyncio.to_thread(self.service.delete_image, record)
+        except (OSError, StoreError) as error:
+            self.notify(f"could not delete the image: {error}", severity="error")
             return
-        self.tapp.store.delete_image(record.id)
         self.notify(f"Deleted {Path(record.path).name}")
         self.reload()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
-from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,30 +17,21 @@ from textual.screen import Screen
 from textual.widgets import Input, Label, ProgressBar, Select, Static, TextArea
 from textual.worker import Worker, WorkerState
 
-from tui import imaging, locations, models
-from tui.cpu import describe_wait
-from tui.engines import protocol as p
+from tui import imaging
+from tui.formats import ModelFileError
 from tui.imaging import ImageParams
 from tui.safe_text import one_line
 from tui.screens.dialogs import TextPromptScreen
-from tui.store import ImageRecord, StoreError
+from tui.services import imagine as svc
+from tui.services.imagine import ImagineService
+from tui.services.settings import SettingsChanged
+from tui.store import ImageRecord
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.image_view import ImageView
 from tui.widgets.panel_footer import PanelFooter
 
 if TYPE_CHECKING:
     from tui.app import TriptychApp
-
-BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
-    "Turbo (SD-Turbo, SDXS)": {
-        "steps": 2,
-        "cfg_scale": 1.0,
-        "sampler": "euler_a",
-        "scheduler": "default",
-    },
-    "Quality": {"steps": 30, "cfg_scale": 7.0, "sampler": "dpm++2m", "scheduler": "karras"},
-}
-PRESET_FIELDS = ("width", "height", "steps", "cfg_scale", "sampler", "scheduler")
 
 NUMBER_FIELDS = {
     "width": int,
@@ -54,15 +42,6 @@ NUMBER_FIELDS = {
     "batch_count": int,
     "strength": float,
 }
-
-
-def images_dir() -> Path:
-    return locations.data_dir() / "images"
-
-
-def image_file_name(params: ImageParams, seed: int, index: int) -> str:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{seed}-{index + 1}.png"
 
 
 class ImagineScreen(Screen[None]):
@@ -91,8 +70,8 @@ class ImagineScreen(Screen[None]):
 
     generating: reactive[bool] = reactive(False)
 
-    class EngineEvent(Message):
-        """An event from the image engine. Progress and previews collapse in the queue."""
+    class ServiceEvent(Message):
+        """An event from the Imagine service. Progress and previews collapse in the queue."""
 
         def __init__(self, event: Any) -> None:
             super().__init__()
@@ -100,8 +79,8 @@ class ImagineScreen(Screen[None]):
 
         def can_replace(self, message: Message) -> bool:
             return (
-                isinstance(message, ImagineScreen.EngineEvent)
-                and isinstance(self.event, p.StepProgressed | p.PreviewUpdated)
+                isinstance(message, ImagineScreen.ServiceEvent)
+                and isinstance(self.event, svc.StepDone | svc.PreviewReady)
                 and type(message.event) is type(self.event)
             )
 
@@ -109,14 +88,21 @@ class ImagineScreen(Screen[None]):
         super().__init__()
         self.current: ImageRecord | None = None
         self.current_path: Path | None = None
-        self.params_in_flight: ImageParams | None = None
-        self._started = 0.0
-        self._step_times: list[float] = []
-        self._done_images = 0
+        self._service: ImagineService | None = None
+        self._unsubscribe: Any = None
 
     @property
     def tapp(self) -> TriptychApp:
         return self.app  # type: ignore[return-value]
+
+    @property
+    def service(self) -> ImagineService:
+        """The panel's domain; built on first use (the app exists by then)."""
+        if self._service is None:
+            self._service = ImagineService(
+                self.tapp.image_host, self.tapp.store, self.tapp.settings_service
+            )
+        return self._service
 
     # --- layout --------------------------------------------------------------
 
@@ -185,11 +171,26 @@ class ImagineScreen(Screen[None]):
         yield PanelFooter(compact=True)
 
     def _preset_options(self) -> list[tuple[str, str]]:
-        names = list(BUILTIN_PRESETS) + sorted(self.tapp.settings.image_presets)
-        return [(name, name) for name in names]
+        return [(name, name) for name in self.service.preset_names()]
 
     def on_mount(self) -> None:
+        self._unsubscribe = self.service.subscribe(
+            lambda event: self.post_message(self.ServiceEvent(event))
+        )
+        self.tapp.settings_changed_signal.subscribe(self, self._settings_changed)
         self.query_one("#prompt", TextArea).focus()
+
+    def _settings_changed(self, event: SettingsChanged) -> None:
+        """A new default model (e.g. chosen in the Models panel) shows in the form."""
+        settings = self.tapp.settings
+        for name, selector in (("image_model", "#model"), ("image_vae", "#vae"),
+                               ("image_taesd", "#taesd")):  # fmt: skip
+            if name in event.changed:
+                self.query_one(selector, Input).value = getattr(settings, name)
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
 
     # --- parameters -----------------------------------------------------------
 
@@ -216,6 +217,22 @@ class ImagineScreen(Screen[None]):
             raise ValueError("choose an image model: type its path under Models")
         return params
 
+    def _form_params(self) -> ImageParams:
+        """The form as ImageParams, unchecked (numbers that do not parse count as 0)."""
+        try:
+            return self.read_params()
+        except ValueError:
+            pass
+        values: dict[str, Any] = {"prompt": ""}
+        for name, kind in NUMBER_FIELDS.items():
+            try:
+                values[name] = kind(self.query_one(f"#{name}", Input).value or 0)
+            except ValueError:
+                values[name] = kind(0)
+        for name in ("sampler", "scheduler"):
+            values[name] = str(self.query_one(f"#{name}", Select).value)
+        return ImageParams(**values)
+
     def apply_params(self, params: ImageParams) -> None:
         """Fill the form from params (e.g. 'same again' from the gallery)."""
         self.query_one("#prompt", TextArea).text = params.prompt
@@ -231,7 +248,7 @@ class ImagineScreen(Screen[None]):
     @on(Select.Changed, "#preset")
     def _preset_chosen(self, event: Select.Changed) -> None:
         name = str(event.value)
-        preset = BUILTIN_PRESETS.get(name) or self.tapp.settings.image_presets.get(name)
+        preset = self.service.preset(name)
         if not preset:
             return
         for key, value in preset.items():
@@ -243,34 +260,16 @@ class ImagineScreen(Screen[None]):
 
     @work(exclusive=True, group="dialog")
     async def action_save_preset(self) -> None:
-        try:
-            params = self.read_params()
-        except ValueError:
-            params = None
-        values: dict[str, Any] = {}
-        for key in PRESET_FIELDS:
-            if params is not None:
-                values[key] = getattr(params, key)
-            elif key in NUMBER_FIELDS:
-                values[key] = NUMBER_FIELDS[key](self.query_one(f"#{key}", Input).value or 0)
-            else:
-                values[key] = str(self.query_one(f"#{key}", Select).value)
+        params = self._form_params()
         name = await self.app.push_screen_wait(TextPromptScreen("Save preset as"))
         if not name:
             return
-        self.tapp.settings.image_presets[name] = values
-        self._save_settings()
+        self.service.save_preset(name, params)
         self.query_one("#preset", Select).set_options(self._preset_options())
         self.notify(f"Saved preset “{name}”")
 
     def action_random_seed(self) -> None:
         self.query_one("#seed", Input).value = "-1"
-
-    def _save_settings(self) -> None:
-        try:
-            self.tapp.settings.save()
-        except OSError as error:
-            self.notify(f"could not save settings: {error}", severity="error")
 
     # --- generating ------------------------------------------------------------
 
@@ -280,97 +279,48 @@ class ImagineScreen(Screen[None]):
             return
         try:
             params = self.read_params()
-            models.check_image_model(Path(params.model).expanduser())
-            for extra in (params.vae, params.taesd):
-                if extra:
-                    models.check_image_model(Path(extra).expanduser())
-            init_png = None
-            if params.init_image:
-                init_png, _, _ = imaging.load_image_bytes(Path(params.init_image).expanduser())
-        except (ValueError, models.ModelFileError) as error:
+            self.service.check(params)
+        except (ValueError, ModelFileError) as error:
             self._show_error(str(error))
             return
-        settings = self.tapp.settings
-        settings.image_model, settings.image_vae, settings.image_taesd = (
-            params.model,
-            params.vae,
-            params.taesd,
-        )
-        self._save_settings()
-        request = imaging.image_request(
-            params, init_png, settings.threads, **imaging.gpu_options(settings)
-        )
-        self.params_in_flight = params
+        self.service.remember_models(params)
         self.generating = True
-        self._started = time.monotonic()
-        self._step_times = []
-        self._done_images = 0
-        bar = self.query_one(ProgressBar)
-        bar.update(total=params.steps * params.batch_count, progress=0)
-        self._set_info(
-            "Loading the model…" if not self.tapp.image_host.loaded_model else "Starting…"
-        )
-        self._run_request(request)
+        self.query_one(ProgressBar).update(total=params.steps * params.batch_count, progress=0)
+        self._set_info("Starting…")
+        self._generate(params)
 
     @work(thread=True, exclusive=True, group="image", exit_on_error=False)
-    def _run_request(self, request: p.ImageRequest) -> None:
-        for event in self.tapp.image_host.submit(request):
-            self.post_message(self.EngineEvent(event))
+    def _generate(self, params: ImageParams) -> None:
+        self.service.generate(params)
 
-    @on(EngineEvent)
-    def _engine_event(self, message: EngineEvent) -> None:
+    @on(ServiceEvent)
+    def _service_event(self, message: ServiceEvent) -> None:
         event = message.event
-        params = self.params_in_flight
-        if isinstance(event, p.StepProgressed) and params is not None:
-            self._step_times.append(event.seconds)
-            done = self._done_images * params.steps + event.step
-            total = params.steps * params.batch_count
-            self.query_one(ProgressBar).update(total=total, progress=done)
-            recent = self._step_times[-5:]
-            eta = (total - done) * (sum(recent) / len(recent)) if recent else 0.0
+        if isinstance(event, svc.StepDone):
+            self.query_one(ProgressBar).update(total=event.total, progress=event.done)
             self._set_info(
-                f"Image {self._done_images + 1}/{params.batch_count} · step {event.step}/"
-                f"{event.steps} · {event.seconds:.2f}s/step · ETA {eta:.0f}s · Esc stops"
+                f"Image {event.image}/{event.batch} · step {event.step}/{event.steps}"
+                f" · {event.seconds:.2f}s/step · ETA {event.eta_s:.0f}s · Esc stops"
             )
-        elif isinstance(event, p.PreviewUpdated):
+        elif isinstance(event, svc.PreviewReady):
             self._show_png(event.png)
-        elif isinstance(event, p.WaitingForCpu):
-            self._set_info(describe_wait(event.behind) + "… Esc cancels")
-        elif isinstance(event, p.CpuGranted):
-            self._started = time.monotonic()
-            self._set_info(
-                "Loading the model…" if not self.tapp.image_host.loaded_model else "Starting…"
-            )
-        elif isinstance(event, p.ImageGenerated) and params is not None:
-            self._done_images += 1
-            self._save_image(event, params)
-        elif isinstance(event, p.GenerationFinished):
+        elif isinstance(event, svc.WaitingForCpu):
+            self._set_info(event.text + "… Esc cancels")
+        elif isinstance(event, svc.GenerationStarted):
+            self._set_info("Loading the model…" if event.loading else "Starting…")
+        elif isinstance(event, svc.ImageSaved):
+            self.show_record(event.record)
+        elif isinstance(event, svc.ImageNotSaved):
+            self._show_error(event.message)
+        elif isinstance(event, svc.GenerationEnded):
             self.generating = False
             if event.reason == "cancelled":
                 self._set_info("Stopped. The engine restarts with the next generation.")
             elif self.current is not None:
                 self._set_info(self._describe(self.current))
-        elif isinstance(event, p.EngineFailed):
+        elif isinstance(event, svc.GenerationFailed):
             self.generating = False
             self._show_error(event.message)
-
-    def _save_image(self, event: p.ImageGenerated, params: ImageParams) -> None:
-        used = replace(params, seed=event.seed, batch_count=1)
-        path = images_dir() / image_file_name(used, event.seed, event.index)
-        try:
-            imaging.save_png(event.png, path, used)
-            record = self.tapp.store.add_image(
-                str(path),
-                used.to_dict(),
-                seed=event.seed,
-                width=event.width,
-                height=event.height,
-                seconds=event.seconds,
-            )
-        except (OSError, StoreError) as error:
-            self._show_error(f"could not save the image: {error}")
-            return
-        self.show_record(record)
 
     def show_record(self, record: ImageRecord) -> None:
         self.current = record
@@ -412,16 +362,15 @@ class ImagineScreen(Screen[None]):
 
     def action_stop(self) -> None:
         if self.generating:
-            self.tapp.image_host.cancel()
+            self.service.stop()
             self._set_info("Stopping…")
         else:
             self.query_one("#prompt", TextArea).focus()
 
     def action_free_memory(self) -> None:
-        if self.generating:
+        if self.generating or not self.service.free_memory():
             self.notify("Stop the generation first (Esc)", severity="warning")
             return
-        self.tapp.image_host.unload()
         self.notify("Image model unloaded")
 
     # --- gallery and full-screen view -------------------------------------------------
@@ -430,16 +379,16 @@ class ImagineScreen(Screen[None]):
     async def action_gallery(self) -> None:
         from tui.screens.gallery import GalleryScreen
 
-        result = await self.app.push_screen_wait(GalleryScreen())
+        result = await self.app.push_screen_wait(GalleryScreen(self.service))
         if result is None:
             return
         action, record = result
         params = ImageParams.from_dict(record.params)
         if action == "same":
-            self.apply_params(params)
+            self.apply_params(ImagineService.same_again(record))
             self.action_generate()
         elif action == "vary":
-            self.apply_params(replace(params, seed=-1))
+            self.apply_params(ImagineService.vary_seed(record))
             self.action_generate()
         elif action == "init":
             self.query_one("#init_image", Input).value = record.path

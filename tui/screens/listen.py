@@ -1,10 +1,14 @@
-"""The Listen panel: record the microphone, transcribe live and from files, export."""
+"""The Listen panel: a view over tui.services.listen (record, transcribe, export).
+
+The service does the work, in thread workers started here; its events come back
+as :class:`ListenScreen.ServiceEvent` messages and only their handler changes
+what is shown.
+"""
 
 from __future__ import annotations
 
-import time
+import asyncio
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import on, work
@@ -16,14 +20,25 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
+from textual.worker import Worker, WorkerState
 
-from tui import locations, models, transcript
+from tui import transcript
 from tui.cpu import describe_wait
-from tui.engines import protocol as p
-from tui.files import check_input_file
 from tui.safe_text import one_line
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
-from tui.store import Recording, StoreError
+from tui.services import listen as ls
+from tui.services.listen import (  # noqa: F401 - recordings_dir: re-exported for callers
+    EXPORT_FORMATS,
+    LIVE_TICK_S,
+    RECORDINGS_PAGE,
+    ListenError,
+    ListenService,
+    TranscribeOptions,
+    exports_dir,
+    recordings_dir,
+)
+from tui.services.settings import SettingsChanged
+from tui.store import Recording
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.panel_footer import PanelFooter
 
@@ -31,16 +46,9 @@ if TYPE_CHECKING:
     from tui.app import TriptychApp
     from tui.audio import Recorder
 
-SAMPLE_RATE = 16_000
-LIVE_TICK_S = 0.1
-
-
-def recordings_dir() -> Path:
-    return locations.data_dir() / "recordings"
-
-
-def exports_dir() -> Path:
-    return locations.data_dir() / "exports"
+LOAD_MORE_WITHIN = 5
+"""Highlighting one of the last this-many loaded recordings loads the next page."""
+WORKER_GROUPS = ("listen-open", "listen-record", "listen-stop", "listen-transcribe")
 
 
 def format_duration(seconds: float) -> str:
@@ -69,6 +77,15 @@ def escape(text: str) -> str:
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)
+
+
+def _recording_option(record: Recording) -> Option:
+    return Option(
+        f"{escape(one_line(record.name))}\n  {format_duration(record.duration_s)} · "
+        f"{datetime.fromtimestamp(record.created):%Y-%m-%d %H:%M} · "
+        f"{escape(one_line(record.device or '?'))}",
+        id=str(record.id),
+    )
 
 
 class ListenScreen(Screen[None]):
@@ -102,31 +119,43 @@ class ListenScreen(Screen[None]):
     recording: reactive[bool] = reactive(False)
     transcribing: reactive[bool] = reactive(False)
 
-    class EngineEvent(Message):
-        def __init__(self, event: Any, purpose: str) -> None:
+    class ServiceEvent(Message):
+        """An event of the ListenService, delivered on the event loop."""
+
+        def __init__(self, event: Any) -> None:
             super().__init__()
             self.event = event
-            self.purpose = purpose
 
     def __init__(self) -> None:
         super().__init__()
-        self.recorder: Recorder | None = None
-        self.current: Recording | None = None
+        self.service: ListenService | None = None
         self.segments: list[transcript.Segment] = []
+        """What the transcript pane shows (as the service's events told it)."""
         self.live_segments: list[transcript.Segment] = []
-        self._live_offset = 0
-        self._vad: Any = None
-        self._phrases: list[tuple[int, int]] = []
-        self._buffer: Any = None
-        self._buffer_start = 0
-        """Live audio not yet handed to the transcriber, and where it starts (sample index)."""
-        self._live_busy = False
-        self._final_pending = False
-        self._device_name = ""
+        self._loaded = 0
+        self._exhausted = False
+        """Every recording is in the list (the last page came back short)."""
+        self._unsubscribe: Any = None
 
     @property
     def tapp(self) -> TriptychApp:
         return self.app  # type: ignore[return-value]
+
+    @property
+    def listen(self) -> ListenService:
+        if self.service is None:
+            app = self.tapp
+            self.service = ListenService(app.settings_service, app.store, app.speech_host)
+        return self.service
+
+    @property
+    def recorder(self) -> Recorder | None:
+        """The recorder of the recording in progress (the app stops it on quit)."""
+        return self.service.recorder if self.service is not None else None
+
+    @property
+    def current(self) -> Recording | None:
+        return self.listen.current
 
     # --- layout --------------------------------------------------------------------
 
@@ -166,64 +195,64 @@ class ListenScreen(Screen[None]):
         yield PanelFooter(compact=True)
 
     def on_mount(self) -> None:
-        self._load_devices()
-        self._repair_crashed()
+        self._unsubscribe = self.listen.subscribe(self._forward)
+        self.tapp.settings_changed_signal.subscribe(self, self._settings_changed)
         self.refresh_recordings()
         self.query_one("#recordings", OptionList).focus()
         self.set_interval(LIVE_TICK_S, self._tick)
+        self._open_worker()
 
-    def _load_devices(self) -> None:
-        from tui.audio import choose_input_device, list_input_devices
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self.recorder is not None:
+            self.stop_recording()  # quitting: the WAV file is finished, nothing transcribed
 
-        select = self.query_one("#device", Select)
-        devices = list_input_devices()
-        if not devices:
-            select.set_options([])
-            self._set_status("No input device found: connect a microphone (recording is off)")
-            return
-        select.set_options([(escape(one_line(d.name)), d.name) for d in devices])
-        chosen = choose_input_device(devices, self.tapp.settings.input_device)
-        assert chosen is not None  # devices is not empty
-        select.value = chosen.name
+    def _settings_changed(self, event: SettingsChanged) -> None:
+        """A new default speech model (e.g. chosen in the Models panel) shows in the form."""
+        if "speech_model" in event.changed:
+            self.query_one("#speech-model", Input).value = self.tapp.settings.speech_model
 
-    def _repair_crashed(self) -> None:
-        """Recordings cut short by a crash: fix their WAV header and duration."""
-        from tui.audio import repair_wav, wav_needs_repair
+    def _forward(self, event: Any) -> None:
+        # Any thread: post_message is thread-safe.
+        self.post_message(self.ServiceEvent(event))
 
-        for record in self.tapp.store.list_recordings():
-            path = Path(record.path)
-            if record.duration_s > 0 or not path.is_file() or path.suffix != ".wav":
-                continue
-            try:
-                # Another instance may still be writing it: leave files touched recently.
-                if time.time() - path.stat().st_mtime < 5:
-                    continue
-                if wav_needs_repair(path) or record.duration_s == 0:
-                    duration = repair_wav(path)
-                    self.tapp.store.update_recording(record.id, duration_s=duration)
-            except (OSError, ValueError):
-                continue
+    @work(thread=True, group="listen-open", exit_on_error=False)
+    def _open_worker(self) -> None:
+        self.listen.repair_crashed()
+        self.listen.scan_devices()
 
     def refresh_recordings(self) -> None:
+        """Reload the recordings loaded so far (at least a page), keeping the highlight."""
+        count = max(RECORDINGS_PAGE, self._loaded)
+        records = self.listen.recordings_page(0, count)
+        self._loaded, self._exhausted = len(records), len(records) < count
         listing = self.query_one("#recordings", OptionList)
-        recordings = self.tapp.store.list_recordings()
-        listing.set_options(
-            Option(
-                f"{escape(one_line(r.name))}\n  {format_duration(r.duration_s)} · "
-                f"{datetime.fromtimestamp(r.created):%Y-%m-%d %H:%M} · "
-                f"{escape(one_line(r.device or '?'))}",
-                id=str(r.id),
-            )
-            for r in recordings
-        )
-        if self.current is not None:
+        listing.set_options(_recording_option(r) for r in records)
+        current = self.listen.current
+        if current is not None:
             try:
-                listing.highlighted = listing.get_option_index(str(self.current.id))
-            except Exception:  # noqa: BLE001 - it may have been deleted
+                listing.highlighted = listing.get_option_index(str(current.id))
+            except Exception:  # noqa: BLE001 - deleted, or not on the pages loaded
                 pass
+
+    def _load_more(self) -> None:
+        if self._exhausted:
+            return
+        records = self.listen.recordings_page(self._loaded, RECORDINGS_PAGE)
+        self._exhausted = len(records) < RECORDINGS_PAGE
+        self._loaded += len(records)
+        self.query_one("#recordings", OptionList).add_options(_recording_option(r) for r in records)
 
     def _set_status(self, text: str) -> None:
         self.query_one("#listen-status", Static).update(text)
+
+    def _recording_status(self) -> None:
+        recorder = self.recorder
+        paused = recorder is not None and recorder.paused
+        self._set_status(
+            "Paused: p resumes, Space stops" if paused else "Recording… Space stops, p pauses"
+        )
 
     def _show_segments(self, segments: list[transcript.Segment], draft: bool = False) -> None:
         text = segments_text(segments)
@@ -236,305 +265,188 @@ class ListenScreen(Screen[None]):
         self._set_status(f"[b red]Error:[/] {escape(one_line(text))}")
         self.notify(text, severity="error", timeout=8)
 
+    def _options(self) -> TranscribeOptions:
+        return TranscribeOptions(
+            model=self.query_one("#speech-model", Input).value.strip(),
+            language=self.query_one("#language", Input).value.strip() or "auto",
+            translate=self.query_one("#task", Select).value == "translate",
+            initial_prompt=self.query_one("#initial-prompt", Input).value.strip(),
+        )
+
+    # --- what the service says ------------------------------------------------------
+
+    @on(ServiceEvent)
+    def _service_event(self, message: ServiceEvent) -> None:
+        event = message.event
+        if isinstance(event, ls.DevicesFound):
+            self._devices_found(event)
+        elif isinstance(event, ls.RecordingsChanged):
+            self.refresh_recordings()
+        elif isinstance(event, ls.RecordingDeleted):
+            if not self.recording and self.listen.current is None:
+                self.segments = []
+                self._show_segments([])
+        elif isinstance(event, ls.RecordingStarted):
+            self.recording = True
+            self.segments, self.live_segments = [], []
+            self._show_segments([], draft=True)
+            self._recording_status()
+        elif isinstance(event, ls.RecordingStopped):
+            self.recording = False
+            if event.error:
+                self._error(f"recording stopped: {event.error} (what was captured is saved)")
+        elif isinstance(event, ls.LiveSegmentTranscribed):
+            self.live_segments.append(event.segment)
+            self._show_segments(self.live_segments, draft=True)
+        elif isinstance(event, ls.TranscriptionStarted):
+            self.transcribing = True
+            self.segments = []
+            self._set_status(f"Transcribing {escape(one_line(event.recording.name))}… Esc stops")
+        elif isinstance(event, ls.SegmentTranscribed):
+            self.segments.append(event.segment)
+            self._show_segments(self.segments)
+        else:
+            self._progress_event(event)
+
+    def _progress_event(self, event: Any) -> None:
+        if isinstance(event, ls.EngineQueued):
+            # A live phrase waits too: the recording goes on, the draft catches up later.
+            what = "The live draft" if event.live else "Transcription"
+            self._set_status(f"{what} is queued. {describe_wait(list(event.behind))}.")
+        elif isinstance(event, ls.EngineGranted):
+            if not event.live:
+                self._set_status("Transcribing… Esc stops")
+            elif self.recording:
+                self._recording_status()
+        elif isinstance(event, ls.AudioDecoded):
+            self._set_status(
+                f"Transcribing {format_duration(event.duration_s)} of audio… Esc stops"
+            )
+        elif isinstance(event, ls.TranscriptionFinished):
+            self.transcribing = False
+            self._show_segments(self.segments)
+            note = "Stopped. " if event.stopped else ""
+            self._set_status(
+                f"{note}{event.segments} segments in {event.elapsed_s:.1f}s · "
+                "e exports · c sends to chat"
+            )
+        elif isinstance(event, ls.TranscriptionFailed):
+            self.transcribing = False
+            self._error(event.message)
+        elif isinstance(event, ls.ListenFailed):
+            self._error(event.message)
+
+    def _devices_found(self, event: ls.DevicesFound) -> None:
+        select = self.query_one("#device", Select)
+        if not event.names:
+            select.set_options([])
+            self._set_status("No input device found: connect a microphone (recording is off)")
+            return
+        select.set_options([(escape(one_line(name)), name) for name in event.names])
+        select.value = event.chosen
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that raised anyway: nothing stays busy, and the user is told."""
+        worker = event.worker
+        if event.state != WorkerState.ERROR or worker.group not in WORKER_GROUPS:
+            return
+        self.recording = self.listen.recording
+        self.transcribing = self.listen.transcribing
+        self._error(f"{worker.group} failed: {worker.error}")
+
     # --- selection ------------------------------------------------------------------
 
     @on(OptionList.OptionHighlighted, "#recordings")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_index >= self._loaded - LOAD_MORE_WITHIN:
+            self._load_more()
         if self.recording or event.option_id is None:
             return
-        record = self.tapp.store.get_recording(int(event.option_id))
-        if record is None:
+        if self.listen.select(int(event.option_id)) is None:
             return
-        self.current = record
-        self.segments = [transcript.Segment(**s) for s in record.transcript]
+        self.segments = list(self.listen.segments)
         self._show_segments(self.segments)
 
     def selected(self) -> Recording | None:
         listing = self.query_one("#recordings", OptionList)
         if listing.highlighted is None:
-            return self.current
+            return self.listen.current
         option = listing.get_option_at_index(listing.highlighted)
         return self.tapp.store.get_recording(int(option.id)) if option.id else None
 
-    # --- recording --------------------------------------------------------------
+    # --- recording ------------------------------------------------------------------
 
     def action_toggle_record(self) -> None:
         if self.recording:
-            self.stop_recording()
-        else:
-            self.start_recording()
-
-    def start_recording(self) -> None:
-        from tui.audio import Recorder
-
+            self._stop_worker(self._options())
+            return
         device = self.query_one("#device", Select).value
         if device is Select.BLANK or not device:
             self._error("no input device: connect a microphone and reopen Listen (F4)")
             return
-        name = datetime.now().strftime("Recording %Y-%m-%d %H:%M:%S")
-        path = recordings_dir() / (datetime.now().strftime("%Y%m%d-%H%M%S") + ".wav")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        recorder = Recorder(path, device=str(device), samplerate=SAMPLE_RATE, channels=1)
-        try:
-            recorder.start()
-        except Exception as error:  # noqa: BLE001 - PortAudio raises assorted errors
-            self._error(f"could not record from {device}: {error}")
-            return
-        self.tapp.settings.input_device = str(device)
-        try:
-            self.current = self.tapp.store.add_recording(str(path), name, device=str(device))
-        except StoreError as error:
-            recorder.stop()
-            self._error(str(error))
-            return
-        self.recorder = recorder
-        self._device_name = str(device)
-        self.recording = True
-        self.segments = []
-        self.live_segments = []
-        self._live_offset = 0
-        self._phrases = []
-        self._buffer = None
-        self._buffer_start = 0
-        from tui.vad import EnergyVAD
+        self._record_worker(str(device), self._options())
 
-        self._vad = EnergyVAD(samplerate=SAMPLE_RATE)
-        self._show_segments([], draft=True)
-        self.refresh_recordings()
-        self._set_status("Recording… Space stops, p pauses")
+    @work(thread=True, group="listen-record", exit_on_error=False)
+    def _record_worker(self, device: str, options: TranscribeOptions) -> None:
+        if self.listen.start_recording(device, options) is not None:
+            self.listen.run_live()
+
+    @work(thread=True, group="listen-stop", exit_on_error=False)
+    def _stop_worker(self, options: TranscribeOptions) -> None:
+        self.listen.stop_recording(options)
 
     def stop_recording(self) -> None:
-        recorder = self.recorder
-        if recorder is None:
-            return
-        info = recorder.stop()
-        self.recorder = None
-        self.recording = False
-        self._flush_vad(final=True)
-        if self.current is not None:
-            self.tapp.store.update_recording(self.current.id, duration_s=info.duration_s)
-            self.current = self.tapp.store.get_recording(self.current.id)
-        self.refresh_recordings()
-        error = getattr(recorder, "error", None)
-        if error:
-            self._error(f"recording stopped: {error} (what was captured is saved)")
-        # The final pass over the whole recording replaces the live draft.
-        self._final_pending = True
-        self._maybe_final_pass()
+        """Stop at once, without the final pass (on quit: blocks for the WAV file's end)."""
+        self.listen.stop_recording(final_pass=False)
 
     def action_pause(self) -> None:
-        recorder = self.recorder
-        if recorder is None:
-            return
-        if recorder.paused:
-            recorder.resume()
-            self._set_status("Recording… Space stops, p pauses")
-        else:
-            recorder.pause()
-            self._set_status("Paused: p resumes, Space stops")
+        if self.listen.toggle_pause() is not None:
+            self._recording_status()
 
     def _tick(self) -> None:
-        recorder = self.recorder
-        if recorder is None:
-            self.query_one("#level", ProgressBar).update(progress=0)
-            return
-        self.query_one("#elapsed", Static).update(format_duration(recorder.elapsed_s))
-        self.query_one("#level", ProgressBar).update(progress=int(min(1.0, recorder.level) * 100))
-        if getattr(recorder, "error", None):
-            self.stop_recording()
-            return
-        samples, self._live_offset = recorder.samples_since(self._live_offset)
-        if samples.size:
-            import numpy as np
+        level, elapsed = self.listen.meter()
+        if self.listen.recording:
+            self.query_one("#elapsed", Static).update(format_duration(elapsed))
+        self.query_one("#level", ProgressBar).update(progress=int(min(1.0, level) * 100))
 
-            self._buffer = (
-                samples if self._buffer is None else np.concatenate((self._buffer, samples))
-            )
-        if self._vad is not None and samples.size:
-            for start, end in self._vad.feed(samples):
-                self._phrases.append((start, end))
-        self._maybe_live_pass()
+    # --- transcription --------------------------------------------------------------
 
-    def _flush_vad(self, final: bool) -> None:
-        if self._vad is not None and final:
-            for start, end in self._vad.flush():
-                self._phrases.append((start, end))
-
-    # --- transcription ---------------------------------------------------------------
-
-    def _request(self, **kwargs: Any) -> p.TranscribeRequest | None:
-        model = self.query_one("#speech-model", Input).value.strip()
-        if not model:
-            self._error("choose a speech model: type the path of a whisper.cpp ggml file")
-            return None
-        try:
-            models.read_whisper_info(model)
-        except models.ModelFileError as error:
-            self._error(str(error))
-            return None
-        language = self.query_one("#language", Input).value.strip() or "auto"
-        settings = self.tapp.settings
-        if settings.speech_model != model or settings.speech_language != language:
-            settings.speech_model, settings.speech_language = model, language
-            try:
-                settings.save()
-            except OSError:
-                pass
-        return p.TranscribeRequest(
-            model_path=str(Path(model).expanduser()),
-            language=language,
-            translate=self.query_one("#task", Select).value == "translate",
-            initial_prompt=self.query_one("#initial-prompt", Input).value.strip(),
-            n_threads=settings.threads,
-            use_gpu=settings.speech_use_gpu,
-            **kwargs,
-        )
-
-    def _maybe_live_pass(self) -> None:
-        if self._live_busy or self.transcribing or not self._phrases or self.recorder is None:
-            return
-        start, end = self._phrases.pop(0)
-        begin = max(0, start - self._buffer_start)
-        audio = self._buffer[begin : end - self._buffer_start]
-        # Drop what has been handed over.
-        self._buffer = self._buffer[end - self._buffer_start :]
-        self._buffer_start = end
-        request = self._request(
-            samples=audio.astype("float32").tobytes(), offset_s=start / SAMPLE_RATE
-        )
-        if request is None:
-            self._phrases.clear()
-            return
-        self._live_busy = True
-        self._run(request, "live")
-
-    def _maybe_final_pass(self) -> None:
-        if not self._final_pending or self._live_busy or self.transcribing:
-            return
-        self._final_pending = False
-        if self.current is None:
-            return
-        self._transcribe_recording(self.current)
-
-    def _transcribe_recording(self, record: Recording) -> None:
-        request = self._request(audio_path=record.path)
-        if request is None:
-            return
-        self.current = record
-        self.segments = []
-        self.transcribing = True
-        self._set_status(f"Transcribing {escape(one_line(record.name))}… Esc stops")
-        self._run(request, "final")
-
-    @work(thread=True, group="speech", exit_on_error=False)
-    def _run(self, request: p.TranscribeRequest, purpose: str) -> None:
-        for event in self.tapp.speech_host.submit(request):
-            self.post_message(self.EngineEvent(event, purpose))
-
-    @on(EngineEvent)
-    def _engine_event(self, message: EngineEvent) -> None:
-        event, purpose = message.event, message.purpose
-        if isinstance(event, p.SegmentTranscribed):
-            segment = transcript.Segment(event.start_s, event.end_s, event.text)
-            if purpose == "live":
-                self.live_segments.append(segment)
-                self._show_segments(self.live_segments, draft=True)
-            else:
-                self.segments.append(segment)
-                self._show_segments(self.segments)
-        elif isinstance(event, p.WaitingForCpu):
-            # A live phrase waits too: the recording goes on, the draft catches up later.
-            what = "The live draft" if purpose == "live" else "Transcription"
-            self._set_status(f"{what} is queued. {describe_wait(event.behind)}.")
-        elif isinstance(event, p.CpuGranted):
-            if purpose != "live":
-                self._set_status("Transcribing… Esc stops")
-            elif self.recorder is not None:
-                self._set_status(
-                    "Paused: p resumes, Space stops"
-                    if self.recorder.paused
-                    else "Recording… Space stops, p pauses"
-                )
-        elif isinstance(event, p.AudioLoaded) and purpose != "live":
-            self._set_status(
-                f"Transcribing {format_duration(event.duration_s)} of audio… Esc stops"
-            )
-        elif isinstance(event, p.GenerationFinished | p.EngineFailed):
-            if purpose == "live":
-                self._live_busy = False
-                if isinstance(event, p.EngineFailed):
-                    self._error(event.message)
-                self._maybe_live_pass()
-                self._maybe_final_pass()
-                return
-            self.transcribing = False
-            if isinstance(event, p.EngineFailed):
-                self._error(event.message)
-                return
-            self._save_transcript(event)
-
-    def _save_transcript(self, event: p.GenerationFinished) -> None:
-        record = self.current
-        self._show_segments(self.segments)
-        stopped = event.reason == "cancelled"
-        if record is not None and not stopped:
-            try:
-                self.tapp.store.update_recording(
-                    record.id,
-                    transcript=[vars(s) for s in self.segments],
-                    language=self.query_one("#language", Input).value.strip() or "auto",
-                    model=Path(self.query_one("#speech-model", Input).value).name,
-                )
-            except StoreError as error:
-                self._error(str(error))
-                return
-            self.current = self.tapp.store.get_recording(record.id)
-        note = "Stopped. " if stopped else ""
-        self._set_status(
-            f"{note}{len(self.segments)} segments in {event.stats.elapsed_s:.1f}s · "
-            "e exports · c sends to chat"
-        )
-
-    def action_stop_transcription(self) -> None:
-        if self.transcribing:
-            self.tapp.speech_host.cancel()
-
-    def action_transcribe(self) -> None:
+    def _busy(self) -> bool:
         if self.recording or self.transcribing:
             self.notify("Busy: stop the recording or transcription first", severity="warning")
+            return True
+        return False
+
+    @work(thread=True, group="listen-transcribe", exit_on_error=False)
+    def _transcribe_worker(
+        self, record: Recording | None, path: str, options: TranscribeOptions
+    ) -> None:
+        if record is None:
+            record = self.listen.add_file(path)
+        if record is not None:
+            self.listen.transcribe(record, options)
+
+    def action_stop_transcription(self) -> None:
+        self.listen.cancel_transcription()
+
+    def action_transcribe(self) -> None:
+        if self._busy():
             return
         record = self.selected()
         if record is None:
             self.notify("No recording selected", severity="warning")
             return
-        self._transcribe_recording(record)
+        self._transcribe_worker(record, "", self._options())
 
     @work(exclusive=True, group="dialog")
     async def action_open_file(self) -> None:
-        if self.recording or self.transcribing:
-            self.notify("Busy: stop the recording or transcription first", severity="warning")
+        if self._busy():
             return
         path = await self.app.push_screen_wait(
             TextPromptScreen("Transcribe which audio file? (WAV, FLAC, OGG, MP3)")
         )
-        if not path:
-            return
-        audio = Path(path).expanduser()
-        try:
-            check_input_file(audio, "audio file")
-        except ValueError as error:
-            self._error(str(error))
-            return
-        try:
-            import soundfile
-
-            duration = float(soundfile.info(str(audio)).duration)
-        except Exception as error:  # noqa: BLE001 - libsndfile reports many kinds
-            self._error(f"not an audio file: {audio} ({error})")
-            return
-        record = self.tapp.store.add_recording(str(audio), audio.name, "file", duration)
-        self.refresh_recordings()
-        self._transcribe_recording(record)
+        if path:
+            self._transcribe_worker(None, path, self._options())
 
     # --- managing -----------------------------------------------------------------
 
@@ -545,57 +457,44 @@ class ListenScreen(Screen[None]):
             return
         name = await self.app.push_screen_wait(TextPromptScreen("Rename recording", record.name))
         if name:
-            self.tapp.store.update_recording(record.id, name=name)
-            self.refresh_recordings()
+            await asyncio.to_thread(self.listen.rename, record, name)
 
     @work(exclusive=True, group="dialog")
     async def action_delete(self) -> None:
         record = self.selected()
-        if record is None or (self.recording and self.current and record.id == self.current.id):
+        current = self.listen.current
+        if record is None or (self.recording and current and record.id == current.id):
             return
-        in_data_dir = Path(record.path).resolve().is_relative_to(recordings_dir().resolve())
-        question = f"Delete “{record.name}”" + (" and its audio file?" if in_data_dir else "?")
-        if not await self.app.push_screen_wait(ConfirmScreen(question)):
-            return
-        if in_data_dir:
-            Path(record.path).unlink(missing_ok=True)
-        self.tapp.store.delete_recording(record.id)
-        if self.current and self.current.id == record.id:
-            self.current = None
-            self.segments = []
-            self._show_segments([])
-        self.refresh_recordings()
+        owned = self.listen.owns_audio(record)
+        question = f"Delete “{record.name}”" + (" and its audio file?" if owned else "?")
+        if await self.app.push_screen_wait(ConfirmScreen(question)):
+            await asyncio.to_thread(self.listen.delete, record)
 
     @work(exclusive=True, group="dialog")
     async def action_export(self) -> None:
         record = self.selected()
-        segments = [transcript.Segment(**s) for s in record.transcript] if record else []
-        if record is None or not segments:
+        if record is None or not record.transcript:
             self.notify("No transcript to export yet (t transcribes)", severity="warning")
             return
         fmt = await self.app.push_screen_wait(
             TextPromptScreen("Export as txt, srt, vtt or json?", "srt")
         )
-        if fmt not in ("txt", "srt", "vtt", "json"):
+        if fmt not in EXPORT_FORMATS:
             if fmt:
                 self.notify(f"unknown format {fmt!r}", severity="error")
             return
-        meta = {"recording": record.name, "file": record.path, "language": record.language}
-        text = transcript.export(segments, fmt, meta)
-        out = exports_dir() / f"{Path(record.path).stem}.{fmt}"
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
-        except OSError as error:
-            self._error(f"could not write {out}: {error}")
+            out = await asyncio.to_thread(self.listen.export, record, fmt)
+        except ListenError as error:
+            self._error(str(error))
             return
         self.app.copy_to_clipboard(str(out))
         self.notify(f"Exported {out} (path copied)")
 
     def action_send_to_chat(self) -> None:
         record = self.selected()
-        if record is None or not record.transcript:
+        attachment = self.listen.chat_attachment(record) if record is not None else None
+        if attachment is None:
             self.notify("No transcript to send yet", severity="warning")
             return
-        text = transcript.to_txt([transcript.Segment(**s) for s in record.transcript])
-        self.tapp.open_chat_with_attachment(f"Transcript of {record.name}", text)
+        self.tapp.open_chat_with_attachment(*attachment)

