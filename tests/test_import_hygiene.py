@@ -95,9 +95,18 @@ def service_modules() -> list[str]:
     ]
 
 
-def test_services_never_import_textual() -> None:
-    modules = service_modules()
-    assert "tui.services.settings" in modules
+def backend_modules() -> list[str]:
+    """Every module under tui/backends, found on disk."""
+    import tui.backends
+
+    return ["tui.backends"] + [
+        info.name for info in pkgutil.walk_packages(tui.backends.__path__, prefix="tui.backends.")
+    ]
+
+
+def test_services_and_backends_never_import_textual() -> None:
+    modules = service_modules() + backend_modules()
+    assert "tui.services.settings" in modules and "tui.backends.remote" in modules
     for module in modules:
         # One interpreter per module: one that loads textual cannot hide behind another.
         assert _loaded_after_import([module], ("textual",)) == [], module
@@ -106,3 +115,9 @@ def test_services_never_import_textual() -> None:
 def test_the_check_itself_sees_imports() -> None:
     """Guard against a vacuous pass: a real import does show up."""
     assert _loaded_after_import(["tui.app"], ("textual",)) != []
+
+
+def test_the_server_never_imports_textual_or_a_binding() -> None:
+    """`triptych serve` runs headless: neither Textual nor a native binding in its process."""
+    loaded = _loaded_after_import(["tui.serve"], ("textual", *NATIVE_BINDINGS))
+    assert loaded == []

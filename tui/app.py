@@ -28,6 +28,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.imagine import ImagineScreen
 from tui.screens.listen import ListenScreen
 from tui.screens.models import ModelsScreen
+from tui.services.chat import ChatService
 from tui.services.settings import SettingsChanged, SettingsProblem, SettingsService
 from tui.signals import ExitSavers, SignalExit, exit_status
 from tui.store import Store, StoreError
@@ -145,6 +146,8 @@ class TriptychApp(App[None]):
         """The current settings (read only: changes go through settings_service.update)."""
         self.store = store or Store()
         self.chat_model_override = chat_model
+        self.chat_service: ChatService | None = None
+        """The Chat panel's ChatService once its screen made one (the status line reads it)."""
         # The app runs on the thread that makes it (Textual keeps its own record private).
         self._ui_thread_id = threading.get_ident()
         self.chat_host = EngineHost("chat", log_dir=locations.logs_dir())

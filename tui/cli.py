@@ -90,7 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="answer one prompt and print the reply")
     chat.add_argument("prompt", help="the prompt; '-' reads it from standard input")
-    chat.add_argument("--model", dest="chat_model", help="GGUF model file (default: SmolLM2)")
+    chat.add_argument(
+        "--model",
+        dest="chat_model",
+        help="GGUF model file (default: SmolLM2), server:NAME[/MODEL], or with --server the"
+        " model id on that server",
+    )
+    chat.add_argument("--server", metavar="NAME", help="answer from this configured remote server")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--max-tokens", type=_positive_int, default=None)
     chat.add_argument("--temperature", type=float, default=None)
@@ -191,6 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--quiet", action="store_true", help="no progress messages")
     info = msub.add_parser("info", help="print the header of a GGUF or safetensors file as JSON")
     info.add_argument("path", type=Path)
+    serve = sub.add_parser(
+        "serve",
+        help="serve the local engines over OpenAI-compatible HTTP endpoints",
+        description="Serve the chat model (and the image and speech models set in the"
+        " settings) at /v1/chat/completions, /v1/images/generations,"
+        " /v1/audio/transcriptions and /v1/models. Loopback only unless --host and an API"
+        " key are given. Ctrl+C stops the server and the engines.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free)")
+    serve.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="environment variable holding the API key clients must send"
+        " (required with a --host other than loopback)",
+    )
+    serve.add_argument("--model", dest="chat_model", metavar="PATH", help="GGUF chat model")
+    serve.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
+    from tui.servers_cli import add_parser as add_servers_parser
+
+    add_servers_parser(sub)
     return parser
 
 
@@ -401,6 +428,8 @@ def run_imagine(args: argparse.Namespace) -> int:
 def run_chat(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
+    from tui.backends.chat import chat_backend_for
+    from tui.backends.servers import BackendError, remote_spec
     from tui.default_model import resolve_chat_model
     from tui.engines import protocol as p
     from tui.engines.host import EngineHost
@@ -422,12 +451,25 @@ def run_chat(args: argparse.Namespace) -> int:
     if not prompt:
         raise CliError("the prompt is empty")
     # `triptych chat --model X` wins over `triptych --model X chat`, which wins over
-    # the setting.
-    model_path = resolve_chat_model(args.chat_model or args.model or settings.chat_model)
+    # the setting; with --server, --model is the model id on that server.
+    if args.server:
+        spec = remote_spec(args.server, args.chat_model or "")
+    else:
+        spec = args.chat_model or args.model or settings.chat_model
+    from tui import locations
+
+    local = EngineHost("chat", log_dir=locations.logs_dir())
     try:
-        gguf.read_gguf_info(model_path)
-    except ModelFileError as error:
+        host = chat_backend_for(spec, settings, local)
+    except BackendError as error:
         raise CliError(str(error)) from error
+    model_path: str | Path = spec
+    if host is local:
+        model_path = resolve_chat_model(spec)
+        try:
+            gguf.read_gguf_info(model_path)
+        except ModelFileError as error:
+            raise CliError(str(error)) from error
 
     request = chat_request(
         model_path=model_path,
@@ -437,13 +479,11 @@ def run_chat(args: argparse.Namespace) -> int:
         settings=settings,
         threads=threads,
     )
-    from tui import locations
 
     # The reply is model output: on a terminal its control characters are shown
     # (a CRLF split across two tokens too); into a pipe or file it is exact.
     exact = not is_terminal(sys.stdout)
     tokens = StreamFilter()
-    host = EngineHost("chat", log_dir=locations.logs_dir())
     try:
         for event in host.submit(request):
             if isinstance(event, p.TokenGenerated):
@@ -470,16 +510,25 @@ def run_chat(args: argparse.Namespace) -> int:
 def run_tui(args: argparse.Namespace) -> int:
     from tui.app import TriptychApp
 
-    model = None
+    model: str | Path | None = None
     if args.model:
+        from tui.backends.servers import BackendError, parse_remote_spec, server_config
         from tui.default_model import resolve_chat_model
         from tui.formats import ModelFileError, gguf
 
-        model = resolve_chat_model(args.model)
-        try:
-            gguf.read_gguf_info(model)
-        except ModelFileError as error:
-            raise CliError(str(error)) from error
+        remote = parse_remote_spec(args.model)
+        if remote is not None:
+            try:
+                server_config(remote[0], load_settings().current)
+            except BackendError as error:
+                raise CliError(str(error)) from error
+            model = args.model
+        else:
+            model = resolve_chat_model(args.model)
+            try:
+                gguf.read_gguf_info(model)
+            except ModelFileError as error:
+                raise CliError(str(error)) from error
     from tui.store import Store, StoreError
 
     try:
@@ -505,10 +554,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_imagine(args)
     if args.command == "transcribe":
         return run_transcribe(args)
+    if args.command == "serve":
+        from tui.serve import run_serve
+
+        return run_serve(args)
     if args.command == "models":
         from tui.models_cli import run_models
 
         return run_models(args)
+    if args.command == "servers":
+        from tui.servers_cli import run_servers
+
+        return run_servers(args)
     return run_tui(args)
 
 

@@ -88,6 +88,10 @@ class Settings:
     """Image engine on a GPU build: run the VAE on the CPU (saves VRAM)."""
     speech_use_gpu: bool = True
     """Speech engine: use the GPU when whisper.cpp was built with one."""
+    servers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Remote OpenAI-compatible servers by name: {url, api_key_env, model, timeout_s}.
+    A chat model spec ``server:NAME`` or ``server:NAME/MODEL`` uses one (tui/backends).
+    The API key itself is never stored here: api_key_env names the variable holding it."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:
@@ -113,7 +117,7 @@ class Layers:
     """Fields whose value came from the environment."""
 
 
-_TABLES = ("sampling", "keymap", "image_presets")
+_TABLES = ("sampling", "keymap", "image_presets", "servers")
 
 
 def _from_file(kind: type, value: Any) -> Any:
@@ -191,6 +195,14 @@ def load_layers(path: Path) -> Layers:
         }
     elif presets is not None:
         problems.append(f"{path}: image_presets is not a table; ignored")
+    servers = data.get("servers")
+    if isinstance(servers, dict):
+        settings.servers = {str(k): dict(v) for k, v in servers.items() if isinstance(v, dict)}
+        for name, entry in servers.items():
+            if not isinstance(entry, dict):
+                problems.append(f"{path}: servers.{name} is not a table; ignored")
+    elif servers is not None:
+        problems.append(f"{path}: servers is not a table; ignored")
     keymap = data.get("keymap")
     if isinstance(keymap, dict):
         settings.keymap = {str(k): str(v) for k, v in keymap.items()}

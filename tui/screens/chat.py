@@ -186,6 +186,8 @@ class ChatScreen(Screen[None]):
             self._service = ChatService(
                 app.store, app.chat_host, lambda: app.settings, lambda: app.chat_model_override
             )
+            # The status line of every panel says when the open conversation is remote.
+            app.chat_service = self._service
         return self._service
 
     @property
@@ -492,7 +494,9 @@ class ChatScreen(Screen[None]):
     def _update_header(self) -> None:
         conversation = self.conversation
         title = conversation.title if conversation else NEW_TITLE
-        model = self.service.model_path(conversation).rsplit("/", 1)[-1]
+        model = self.service.model_path(conversation)
+        if self.service.remote_server(conversation) is None:
+            model = model.rsplit("/", 1)[-1]
         self.query_one("#chat-header", Static).update(
             f"[b]{escape(one_line(title))}[/b]  [dim]{escape(one_line(model))}[/dim]"
         )

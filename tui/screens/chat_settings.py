@@ -14,7 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
 from tui import library
-from tui.config import Sampling
+from tui.backends.servers import BackendError, parse_remote_spec, remote_spec, server_config
+from tui.config import Sampling, Settings
 from tui.default_model import resolve_chat_model
 from tui.formats import ModelFileError
 from tui.formats.gguf import read_gguf_info
@@ -69,9 +70,19 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
                 # File names are data: one line, controls shown, brackets not markup.
                 options.append((escape(one_line(path.name)), str(path)))
                 seen.add(str(path))
+        for name in sorted(self._app_settings().servers):
+            spec = remote_spec(name)
+            options.append((escape(one_line(f"remote {name}")), spec))
+            seen.add(spec)
         if self.settings.model not in seen:
-            options.append((escape(one_line(Path(self.settings.model).name)), self.settings.model))
+            remote = parse_remote_spec(self.settings.model) is not None
+            label = self.settings.model if remote else Path(self.settings.model).name
+            options.append((escape(one_line(label)), self.settings.model))
         return options
+
+    def _app_settings(self) -> Settings:
+        settings = getattr(self.app, "settings", None)
+        return settings if isinstance(settings, Settings) else Settings()
 
     def compose(self) -> ComposeResult:
         sampling = self.settings.sampling
@@ -122,7 +133,13 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
         sampling = Sampling(**values)
         sampling.validate()
         model = self.query_one("#model-path", Input).value.strip()
-        if model:
+        remote = parse_remote_spec(model)
+        if remote is not None:
+            try:
+                server_config(remote[0], self._app_settings())
+            except BackendError as error:
+                raise ValueError(str(error)) from None
+        elif model:
             path = resolve_chat_model(model, self.models_dir)
             read_gguf_info(path)
             model = str(path)

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from tui.backends.chat import chat_backend_for
+from tui.backends.servers import BackendError, parse_remote_spec
 from tui.config import Settings
 from tui.default_model import resolve_chat_model
 from tui.engines import protocol as p
@@ -205,6 +207,8 @@ class ChatService(Service):
         self._last_save = 0.0
         self._save_lock = threading.RLock()
         """Serialises reply writes of the streaming thread and of the exit saves."""
+        self._backend: Any = None
+        """What answers the reply being started or generated (None between replies)."""
 
     # --- conversations ---------------------------------------------------------------
 
@@ -297,13 +301,34 @@ class ChatService(Service):
         )
         self.conversation = self.store.get_conversation(self.conversation.id)
 
-    def model_path(self, conversation: Conversation | None = None) -> str:
-        """The model file a conversation (default: the open one) replies with."""
+    def model_spec(self, conversation: Conversation | None = None) -> str:
+        """The model spec a conversation (default: the open one) replies with, as set."""
         conversation = conversation or self.conversation
-        spec = (conversation.model if conversation else "") or (
+        return (conversation.model if conversation else "") or (
             self._model_override() or self._settings().chat_model
         )
+
+    def model_path(self, conversation: Conversation | None = None) -> str:
+        """The model file a conversation (default: the open one) replies with.
+
+        A remote spec (``server:NAME[/MODEL]``, see tui/backends) is returned as it is.
+        """
+        spec = self.model_spec(conversation)
+        if parse_remote_spec(spec) is not None:
+            return spec
         return str(resolve_chat_model(spec))
+
+    def remote_server(self, conversation: Conversation | None = None) -> str | None:
+        """The server a conversation (default: the open one) replies from; None when local."""
+        parsed = parse_remote_spec(self.model_spec(conversation))
+        return parsed[0] if parsed else None
+
+    def backend_for(self, model_spec: str) -> Any:
+        """The local engine host or a remote backend for ``model_spec``; ChatError if unusable."""
+        try:
+            return chat_backend_for(model_spec, self._settings(), self.host)
+        except BackendError as error:
+            raise ChatError(str(error)) from error
 
     # --- drafts: unsent prompt text, one per conversation ----------------------------
 
@@ -388,10 +413,12 @@ class ChatService(Service):
         refuses the reply: nothing would be kept, so nothing is generated.
         """
         request = self.build_request()
-        try:
-            read_gguf_info(request.model_path)
-        except ModelFileError as error:
-            raise ChatError(str(error)) from error
+        backend = self.backend_for(request.model_path)
+        if backend is self.host:
+            try:
+                read_gguf_info(request.model_path)
+            except ModelFileError as error:
+                raise ChatError(str(error)) from error
         assert self.conversation is not None
         try:
             reply = self.store.add_message(self.conversation.id, "assistant", "", state="streaming")
@@ -404,6 +431,7 @@ class ChatService(Service):
             self.save_error = ""
             self._notice = ""
             self._last_save = time.monotonic()
+            self._backend = backend
             self.generating = True
         return reply, request
 
@@ -424,8 +452,11 @@ class ChatService(Service):
         ends with ReplyFinished or ReplyFailed.
         """
         terminal: Any = None
+        backend = self._backend
         try:
-            for event in self.host.submit(request):
+            if backend is None:
+                backend = self._backend = self.backend_for(request.model_path)
+            for event in backend.submit(request):
                 if isinstance(event, p.TERMINAL_EVENTS):
                     # Handled once the host has finished the request (below), so a
                     # reply started on this announcement finds the host free.
@@ -434,13 +465,16 @@ class ChatService(Service):
                     self._handle(event)
         except Exception as error:  # noqa: BLE001 - any failure ends the reply the same way
             terminal = terminal or p.EngineFailed(f"the chat engine failed: {error}")
+        finally:
+            if backend is not None and backend is not self.host:
+                backend.shutdown()
         self._handle(terminal or p.EngineFailed("the chat engine ended without a reply"))
 
     def stop(self) -> bool:
         """Ask the engine to stop the reply (it ends as 'stopped'); False when none runs."""
         if not self.generating:
             return False
-        self.host.cancel()
+        (self._backend or self.host).cancel()
         return True
 
     def _handle(self, event: Any) -> None:
@@ -496,6 +530,7 @@ class ChatService(Service):
     def _end(self) -> None:
         self.generating = False
         self.reply_id = None
+        self._backend = None
 
     # --- writing the reply -------------------------------------------------------------
 

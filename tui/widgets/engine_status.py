@@ -42,6 +42,11 @@ class EngineStatus(Static):
         app = cast("TriptychApp", self.app)
         parts: list[str] = []
         used = 0
+        # The open conversation answers from a remote server, which holds its model's memory.
+        chat = getattr(app, "chat_service", None)
+        remote = chat.remote_server() if chat is not None else None
+        if remote:
+            parts.append(f"chat remote {one_line(remote)}")
         for host in (app.chat_host, app.image_host, app.speech_host):
             if not host.alive:
                 continue

@@ -1,0 +1,81 @@
+"""The servers table of the settings and the ``server:NAME[/MODEL]`` model spec."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tui.config import Settings
+
+REMOTE_PREFIX = "server:"
+DEFAULT_TIMEOUT_S = 120.0
+"""How long a server may stay silent (connecting, or between two streamed parts)."""
+
+
+class BackendError(Exception):
+    """A server spec or configuration that cannot be used, in one line."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One entry of the settings' ``servers`` table."""
+
+    name: str
+    url: str
+    """Base URL of the OpenAI-compatible API, e.g. http://gpu-box:8080/v1."""
+    api_key_env: str = ""
+    """Name of the environment variable holding the API key ('' when none is needed)."""
+    model: str = ""
+    """Model id to ask for ('' for the first one the server lists)."""
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def api_key(self) -> str:
+        """The key from the environment; BackendError when the named variable is unset."""
+        if not self.api_key_env:
+            return ""
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise BackendError(
+                f"server {self.name}: the environment variable {self.api_key_env}"
+                " that should hold its API key is not set"
+            )
+        return key
+
+
+def parse_remote_spec(spec: str | None) -> tuple[str, str] | None:
+    """(server name, model id or '') for a ``server:NAME[/MODEL]`` spec; None for a local one."""
+    if not spec or not spec.startswith(REMOTE_PREFIX):
+        return None
+    name, _, model = spec[len(REMOTE_PREFIX) :].partition("/")
+    return name.strip(), model.strip()
+
+
+def remote_spec(name: str, model: str = "") -> str:
+    """The model spec naming ``model`` (or the server's default) on server ``name``."""
+    return f"{REMOTE_PREFIX}{name}/{model}" if model else f"{REMOTE_PREFIX}{name}"
+
+
+def server_config(name: str, settings: Settings) -> ServerConfig:
+    """The configured server ``name``; BackendError (one line) when missing or unusable."""
+    entry = settings.servers.get(name)
+    if not name:
+        raise BackendError("no server named: write server:NAME or server:NAME/MODEL")
+    if entry is None:
+        known = ", ".join(sorted(settings.servers)) or "none is configured"
+        raise BackendError(f"no server named {name!r} in the settings ({known})")
+    url = str(entry.get("url", "")).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise BackendError(f"server {name}: url {url!r} is not an http:// or https:// address")
+    try:
+        timeout = float(entry.get("timeout_s", DEFAULT_TIMEOUT_S))
+    except (TypeError, ValueError):
+        raise BackendError(f"server {name}: timeout_s is not a number") from None
+    if timeout <= 0:
+        raise BackendError(f"server {name}: timeout_s must be more than 0")
+    return ServerConfig(
+        name=name,
+        url=url,
+        api_key_env=str(entry.get("api_key_env", "")).strip(),
+        model=str(entry.get("model", "")).strip(),
+        timeout_s=timeout,
+    )

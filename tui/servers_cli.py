@@ -1,0 +1,102 @@
+"""``triptych servers list|add|rm|models``: the remote servers in the settings.
+
+Entries are written through the settings owner (SettingsService); an API key is
+never written anywhere: ``--api-key-env`` names the environment variable that holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from typing import Any
+
+from tui.backends.servers import BackendError, server_config
+from tui.cli_support import CliError, load_settings
+from tui.config import Settings
+from tui.safe_text import for_stream
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The ``servers`` command and its actions."""
+    servers = sub.add_parser(
+        "servers",
+        help="list, add and remove remote OpenAI-compatible chat servers",
+        description="Remote servers (llama-server, vLLM, Ollama, ...) answer chat as"
+        " 'triptych chat --server NAME' or with the model spec server:NAME[/MODEL].",
+    )
+    ssub = servers.add_subparsers(dest="servers_command", metavar="ACTION", required=True)
+    ssub.add_parser("list", help="the configured servers")
+    add = ssub.add_parser("add", help="add a server, or replace the one of that name")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("url", metavar="URL", help="base URL of the API, e.g. http://gpu-box:8080/v1")
+    add.add_argument("--model", default="", help="model id (default: the first one it lists)")
+    add.add_argument(
+        "--api-key-env", default="", metavar="VAR", help="environment variable holding the key"
+    )
+    add.add_argument("--timeout", type=float, default=None, metavar="S", help="seconds")
+    rm = ssub.add_parser("rm", help="remove a server")
+    rm.add_argument("name", metavar="NAME")
+    models = ssub.add_parser("models", help="the models a server offers (GET /v1/models)")
+    models.add_argument("name", metavar="NAME")
+
+
+def run_servers(args: argparse.Namespace) -> int:
+    from tui.models_cli import _save
+
+    service = load_settings()
+    servers = service.current.servers
+    command = args.servers_command
+    if command == "list":
+        for name in sorted(servers):
+            entry = servers[name]
+            parts = [name, str(entry.get("url", ""))]
+            if entry.get("model"):
+                parts.append(f"model={entry['model']}")
+            if entry.get("api_key_env"):
+                parts.append(f"key=${entry['api_key_env']}")
+            print(for_stream("  ".join(parts), sys.stdout))
+        return 0
+    if command == "add":
+        entry: dict[str, Any] = {"url": args.url.strip()}
+        if args.model:
+            entry["model"] = args.model
+        if args.api_key_env:
+            entry["api_key_env"] = args.api_key_env
+        if args.timeout is not None:
+            entry["timeout_s"] = args.timeout
+        changed = {**servers, args.name: entry}
+        try:
+            # Checked before it is written: a bad URL or timeout never reaches the file.
+            server_config(args.name, _with_servers(service.current, changed))
+        except BackendError as error:
+            raise CliError(str(error)) from error
+        _save(service, servers=changed)
+        print(for_stream(f"added server {args.name}", sys.stdout))
+        return 0
+    if command == "rm":
+        if args.name not in servers:
+            raise CliError(f"no server named {args.name!r}")
+        _save(service, servers={k: v for k, v in servers.items() if k != args.name})
+        print(for_stream(f"removed server {args.name}", sys.stdout))
+        return 0
+    # models
+    from tui.backends.remote import RemoteChatBackend
+
+    try:
+        backend = RemoteChatBackend(server_config(args.name, service.current))
+    except BackendError as error:
+        raise CliError(str(error)) from error
+    try:
+        offered = backend.models()
+    except BackendError as error:
+        raise CliError(str(error)) from error
+    finally:
+        backend.shutdown()
+    for model in offered:
+        print(for_stream(model, sys.stdout))
+    return 0
+
+
+def _with_servers(settings: Settings, servers: dict[str, dict[str, Any]]) -> Settings:
+    return replace(settings, servers=servers)
