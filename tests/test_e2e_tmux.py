@@ -227,12 +227,13 @@ class Tmux:
             raise AssertionError(f"tmux {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
-    def start(self, name: str, env: dict[str, str]) -> int:
-        """Run triptych in a new 80x24 session; return the pid of the triptych process."""
+    def start(self, name: str, env: dict[str, str], args: tuple[str, ...] = ()) -> int:
+        """Run triptych (with ``args``) in a new 80x24 session; return its pid."""
         env = {**env, "TERM": "xterm-256color", TAG_VARIABLE: self.socket}
         options = [item for key, value in env.items() for item in ("-e", f"{key}={value}")]
         # The shell stays: when a pane's last process exits, tmux may lose its last output.
-        command = f'{shlex.quote(_triptych())}; echo "{EXITED}$?"; exec sleep 3600'
+        line = shlex.join([_triptych(), *args])
+        command = f'{line}; echo "{EXITED}$?"; exec sleep 3600'
         size = ("-x", str(WIDTH), "-y", str(HEIGHT))
         self.run("new-session", "-d", "-s", name, *size, *options, command)
         shell, socket_path = (

@@ -225,6 +225,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tui import locations, transcript
+    from tui.backends.select import is_remote, speech_backend_for
+    from tui.backends.servers import BackendError
     from tui.engines import protocol as p
     from tui.engines.host import EngineHost
     from tui.formats import ModelFileError, whisper
@@ -239,11 +241,13 @@ def run_transcribe(args: argparse.Namespace) -> int:
     model_spec = args.speech_model or settings.speech_model
     if not model_spec:
         raise CliError("no speech model: pass --model PATH (a whisper.cpp ggml file)")
-    model = Path(model_spec).expanduser()
-    try:
-        whisper.read_whisper_info(model)
-    except ModelFileError as error:
-        raise CliError(str(error)) from error
+    model: Path | str = model_spec
+    if not is_remote(model_spec):
+        model = Path(model_spec).expanduser()
+        try:
+            whisper.read_whisper_info(model)
+        except ModelFileError as error:
+            raise CliError(str(error)) from error
     request = transcribe_request(
         settings,
         audio_path=audio,
@@ -255,7 +259,11 @@ def run_transcribe(args: argparse.Namespace) -> int:
     )
     segments: list[transcript.Segment] = []
     duration = 0.0
-    host = EngineHost("speech", log_dir=locations.logs_dir())
+    local = EngineHost("speech", log_dir=locations.logs_dir())
+    try:
+        host = speech_backend_for(model_spec, settings, local)
+    except BackendError as error:
+        raise CliError(str(error)) from error
     try:
         for event in host.submit(request):
             if isinstance(event, p.AudioLoaded):
@@ -269,6 +277,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
                 raise CliError(event.message)
     finally:
         host.shutdown()
+        local.shutdown()
     meta = {
         "file": str(audio),
         "model": str(model),
@@ -334,6 +343,8 @@ class _Progress:
 
 def run_imagine(args: argparse.Namespace) -> int:
     from tui import imaging, locations
+    from tui.backends.select import image_backend_for, is_remote
+    from tui.backends.servers import BackendError
     from tui.engines import protocol as p
     from tui.engines.host import EngineHost
     from tui.formats import ModelFileError
@@ -346,8 +357,12 @@ def run_imagine(args: argparse.Namespace) -> int:
     model = args.image_model or settings.image_model
     if not model:
         raise CliError("no image model: pass --model PATH (a .safetensors or .gguf file)")
-    # A separate VAE/TAESD from the settings belongs to the model from the settings.
-    from_settings = not args.image_model
+    remote = is_remote(model)
+    if remote and (args.vae or args.taesd):
+        raise CliError("a remote image model uses the server's VAE: drop --vae and --taesd")
+    # A separate VAE/TAESD from the settings belongs to the model from the settings
+    # (and a server uses its own).
+    from_settings = not args.image_model and not remote
     vae = args.vae if args.vae is not None else (settings.image_vae if from_settings else "")
     taesd = (
         args.taesd if args.taesd is not None else (settings.image_taesd if from_settings else "")
@@ -359,7 +374,7 @@ def run_imagine(args: argparse.Namespace) -> int:
     params = imaging.ImageParams(
         prompt=prompt,
         negative_prompt=args.negative,
-        model=absolute(model),
+        model=model if remote else absolute(model),
         vae=absolute(vae),
         taesd=absolute(taesd),
         width=args.width,
@@ -379,7 +394,7 @@ def run_imagine(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from error
     try:
         for path in (params.model, params.vae, params.taesd):
-            if path:
+            if path and not remote:
                 check_image_model(path)
     except ModelFileError as error:
         raise CliError(str(error)) from error
@@ -393,8 +408,14 @@ def run_imagine(args: argparse.Namespace) -> int:
     paths = _batch_paths(output, params.batch_count)
 
     progress = _Progress(params.batch_count)
-    progress.note("loading the model ...")
-    host = EngineHost("image", log_dir=locations.logs_dir())
+    local = EngineHost("image", log_dir=locations.logs_dir())
+    try:
+        host = image_backend_for(model, settings, local)
+    except BackendError as error:
+        raise CliError(str(error)) from error
+    progress.note(
+        f"generating on {one_line(host.server.name)} ..." if remote else "loading the model ..."
+    )
     try:
         for event in host.submit(request):
             if isinstance(event, p.StepProgressed):
@@ -422,6 +443,7 @@ def run_imagine(args: argparse.Namespace) -> int:
     finally:
         progress.end()
         host.shutdown()
+        local.shutdown()
     return 0
 
 

@@ -1,7 +1,9 @@
 """``triptych servers list|add|rm|models``: the remote servers in the settings.
 
-Entries are written through the settings owner (SettingsService); an API key is
-never written anywhere: ``--api-key-env`` names the environment variable that holds it.
+Entries are written through the settings owner (SettingsService). An API key is
+either read from the environment variable ``--api-key-env`` names, or typed once
+(``--api-key`` prompts, ``--api-key-stdin`` reads a line) and kept in a 0600 file
+under the config folder (tui/backends/keys.py); it is never written to config.toml.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from tui.backends.keys import KeyFileError, delete_key, key_file, store_key
 from tui.backends.servers import BackendError, server_config
 from tui.cli_support import CliError, load_settings
 from tui.config import Settings
 from tui.safe_text import for_stream
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """The ``servers`` command and its actions."""
+def add_parser(sub: Any) -> None:
+    """The ``servers`` command and its actions (``sub``: what add_subparsers returned)."""
     servers = sub.add_parser(
         "servers",
         help="list, add and remove remote OpenAI-compatible chat servers",
@@ -33,6 +36,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     add.add_argument("--model", default="", help="model id (default: the first one it lists)")
     add.add_argument(
         "--api-key-env", default="", metavar="VAR", help="environment variable holding the key"
+    )
+    typed = add.add_mutually_exclusive_group()
+    typed.add_argument(
+        "--api-key",
+        action="store_true",
+        help="type the key once (asked without echo); it is kept in a 0600 file",
+    )
+    typed.add_argument(
+        "--api-key-stdin", action="store_true", help="read the key from one line of stdin"
     )
     add.add_argument("--timeout", type=float, default=None, metavar="S", help="seconds")
     rm = ssub.add_parser("rm", help="remove a server")
@@ -55,6 +67,8 @@ def run_servers(args: argparse.Namespace) -> int:
                 parts.append(f"model={entry['model']}")
             if entry.get("api_key_env"):
                 parts.append(f"key=${entry['api_key_env']}")
+            if entry.get("api_key_file"):
+                parts.append(f"key file={entry['api_key_file']}")
             print(for_stream("  ".join(parts), sys.stdout))
         return 0
     if command == "add":
@@ -65,12 +79,26 @@ def run_servers(args: argparse.Namespace) -> int:
             entry["api_key_env"] = args.api_key_env
         if args.timeout is not None:
             entry["timeout_s"] = args.timeout
+        typed_key = _typed_key(args) if args.api_key or args.api_key_stdin else ""
+        if typed_key:
+            try:
+                entry["api_key_file"] = str(key_file(args.name))
+            except KeyFileError as error:
+                raise CliError(str(error)) from error
         changed = {**servers, args.name: entry}
         try:
             # Checked before it is written: a bad URL or timeout never reaches the file.
             server_config(args.name, _with_servers(service.current, changed))
         except BackendError as error:
             raise CliError(str(error)) from error
+        try:
+            if typed_key:
+                store_key(args.name, typed_key)
+            else:
+                # Replacing a server without a typed key drops the old one.
+                delete_key(args.name)
+        except (KeyFileError, OSError) as error:
+            raise CliError(f"cannot keep the API key: {error}") from error
         _save(service, servers=changed)
         print(for_stream(f"added server {args.name}", sys.stdout))
         return 0
@@ -78,6 +106,7 @@ def run_servers(args: argparse.Namespace) -> int:
         if args.name not in servers:
             raise CliError(f"no server named {args.name!r}")
         _save(service, servers={k: v for k, v in servers.items() if k != args.name})
+        delete_key(args.name)
         print(for_stream(f"removed server {args.name}", sys.stdout))
         return 0
     # models
@@ -96,6 +125,24 @@ def run_servers(args: argparse.Namespace) -> int:
     for model in offered:
         print(for_stream(model, sys.stdout))
     return 0
+
+
+def _typed_key(args: argparse.Namespace) -> str:
+    """The key typed at a prompt (--api-key) or read from one line of stdin."""
+    if args.api_key_stdin:
+        key = sys.stdin.readline().strip()
+    elif sys.stdin.isatty():
+        import getpass
+
+        try:
+            key = getpass.getpass(f"API key for {args.name}: ").strip()
+        except (EOFError, KeyboardInterrupt):
+            raise CliError("no API key typed") from None
+    else:
+        raise CliError("--api-key asks at a terminal; pipe the key with --api-key-stdin instead")
+    if not key:
+        raise CliError("the API key is empty")
+    return key
 
 
 def _with_servers(settings: Settings, servers: dict[str, dict[str, Any]]) -> Settings:

@@ -9,6 +9,7 @@ flattened to one line with its control characters made visible.
 
 from __future__ import annotations
 
+import functools
 import queue
 import ssl
 import threading
@@ -24,6 +25,64 @@ POLL_S = 0.05
 """How often a waiting reply checks for Stop."""
 
 _MAX_DETAIL = 200
+
+MAX_EVENT_BYTES = 1 << 20
+"""Most bytes one server-sent event may take; the openai client sets no limit."""
+MAX_BODY_BYTES = 8 << 20
+"""Most bytes a reply that is not an event stream (models list, error) may take."""
+
+
+class ResponseTooLarge(BackendError):
+    """A server sent more than the caps above: reading stops before memory grows."""
+
+
+class _CappedStream:
+    """Passes a response's bytes on, but stops a body or event that outgrows its cap.
+
+    For an event stream the cap counts the bytes since the last blank line, so an
+    endless ``data:`` line (or endless lines without an empty one) ends in
+    ResponseTooLarge within MAX_EVENT_BYTES; any other body is capped in total.
+    """
+
+    def __init__(self, inner: Any, events: bool) -> None:
+        self._inner = inner
+        self._events = events
+        self._limit = MAX_EVENT_BYTES if events else MAX_BODY_BYTES
+
+    def __iter__(self) -> Iterator[bytes]:
+        since = 0
+        tail = b""
+        for chunk in self._inner:
+            if self._events:
+                seen = tail + chunk
+                end = max(seen.rfind(b"\n\n"), seen.rfind(b"\r\n\r\n"), seen.rfind(b"\r\r"))
+                since = len(seen) - end if end >= 0 else since + len(chunk)
+                tail = seen[-3:]
+            else:
+                since += len(chunk)
+            if since > self._limit:
+                what = "one event" if self._events else "a reply"
+                raise ResponseTooLarge(
+                    f"{what} larger than {self._limit >> 20} MiB; reading stopped"
+                )
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@functools.cache
+def _capped_type() -> type:
+    """_CappedStream as the byte stream type httpx reads and closes (httpx2 loads late)."""
+    import httpx2
+
+    return type("CappedByteStream", (_CappedStream, httpx2.SyncByteStream), {})
+
+
+def _cap_response(response: Any) -> None:
+    """httpx response hook: every body the client reads goes through _CappedStream."""
+    kind = response.headers.get("content-type", "")
+    response.stream = _capped_type()(response.stream, "text/event-stream" in kind)
 
 
 def _detail(text: Any) -> str:
@@ -63,6 +122,9 @@ def describe_error(error: BaseException, server: ServerConfig, model: str = "") 
     import openai
 
     where = f"server {server.name} ({server.url})"
+    for cause in _causes(error):
+        if isinstance(cause, ResponseTooLarge):
+            return f"{where} sent {cause}"
     if isinstance(error, openai.APITimeoutError):
         return f"{where} did not answer within {server.timeout_s:g} s"
     if isinstance(error, openai.APIConnectionError):
@@ -75,11 +137,7 @@ def describe_error(error: BaseException, server: ServerConfig, model: str = "") 
         innermost = list(_causes(error))[-1]
         return f"cannot reach {where}: {_detail(innermost) or type(innermost).__name__}"
     if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
-        key = (
-            f"the key from ${server.api_key_env}"
-            if server.api_key_env
-            else "no API key (set api_key_env for this server)"
-        )
+        key = server.key_source()
         message = _server_message(error)
         return f"{where} refused the API key (HTTP {error.status_code}; sent {key})" + (
             f": {message}" if message else ""
@@ -146,6 +204,11 @@ class RemoteChatBackend:
                 api_key=self._api_key or "none",
                 timeout=self.server.timeout_s,
                 max_retries=0,
+                # Uncompressed, so that the caps on what is read bound what is decoded.
+                default_headers={"Accept-Encoding": "identity"},
+                http_client=openai.DefaultHttpxClient(
+                    timeout=self.server.timeout_s, event_hooks={"response": [_cap_response]}
+                ),
             )
         return self._client
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from tui.config import Settings
 
@@ -28,18 +29,39 @@ class ServerConfig:
     model: str = ""
     """Model id to ask for ('' for the first one the server lists)."""
     timeout_s: float = DEFAULT_TIMEOUT_S
+    api_key_file: str = ""
+    """Path of the 0600 file holding a key typed once ('' when none was typed)."""
 
     def api_key(self) -> str:
-        """The key from the environment; BackendError when the named variable is unset."""
-        if not self.api_key_env:
-            return ""
-        key = os.environ.get(self.api_key_env, "")
-        if not key:
-            raise BackendError(
-                f"server {self.name}: the environment variable {self.api_key_env}"
-                " that should hold its API key is not set"
-            )
-        return key
+        """The key: the named environment variable first, then the key file.
+
+        BackendError (one line) when a key is configured but neither gives one.
+        """
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env, "")
+            if key:
+                return key
+            if not self.api_key_file:
+                raise BackendError(
+                    f"server {self.name}: the environment variable {self.api_key_env}"
+                    " that should hold its API key is not set"
+                )
+        if self.api_key_file:
+            from tui.backends.keys import KeyFileError, read_key
+
+            try:
+                return read_key(Path(self.api_key_file))
+            except KeyFileError as error:
+                raise BackendError(f"server {self.name}: {error}") from None
+        return ""
+
+    def key_source(self) -> str:
+        """Where the key comes from, for messages (never the key itself)."""
+        if self.api_key_env and os.environ.get(self.api_key_env):
+            return f"the key from ${self.api_key_env}"
+        if self.api_key_file:
+            return f"the key in {self.api_key_file}"
+        return "no API key (set api_key_env or add the server with --api-key)"
 
 
 def parse_remote_spec(spec: str | None) -> tuple[str, str] | None:
@@ -78,4 +100,5 @@ def server_config(name: str, settings: Settings) -> ServerConfig:
         api_key_env=str(entry.get("api_key_env", "")).strip(),
         model=str(entry.get("model", "")).strip(),
         timeout_s=timeout,
+        api_key_file=str(entry.get("api_key_file", "")).strip(),
     )

@@ -307,9 +307,18 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, group="dictation", exit_on_error=False)
     def _run_dictation(self, request: p.TranscribeRequest) -> None:
+        from tui.backends.select import speech_backend_for
+        from tui.backends.servers import BackendError
+
         words: list[str] = []
         error = ""
-        for event in self.tapp.speech_host.submit(request):
+        try:
+            backend = speech_backend_for(
+                request.model_path, self.tapp.settings, self.tapp.speech_host
+            )
+        except BackendError as failure:
+            backend, error = None, str(failure)
+        for event in backend.submit(request) if backend is not None else ():
             if isinstance(event, p.SegmentTranscribed):
                 words.append(event.text.strip())
             elif isinstance(event, p.WaitingForCpu):

@@ -307,7 +307,10 @@ class ImagineScreen(Screen[None]):
         elif isinstance(event, svc.WaitingForCpu):
             self._set_info(event.text + "… Esc cancels")
         elif isinstance(event, svc.GenerationStarted):
-            self._set_info("Loading the model…" if event.loading else "Starting…")
+            if event.remote:
+                self._set_info(f"Generating on {escape(one_line(event.remote))}…")
+            else:
+                self._set_info("Loading the model…" if event.loading else "Starting…")
         elif isinstance(event, svc.ImageSaved):
             self.show_record(event.record)
         elif isinstance(event, svc.ImageNotSaved):

@@ -1,4 +1,5 @@
-"""The Models panel (F5): catalog, downloads, local files and defaults per modality."""
+"""The Models panel (F5): catalog, downloads, local files and defaults per modality,
+and the remote servers (tab 4) with their models."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static, Tab, Tabs
 
 from tui import catalog
+from tui.backends.servers import BackendError, remote_spec
 from tui.formats import ModelFileError, human_size
 from tui.hub import DownloadError, Job
 from tui.library import LocalModel
 from tui.safe_text import one_line
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
-from tui.services.models import ModelsService, Row
+from tui.services.models import ModelsService, Row, ServerStatus
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.panel_footer import PanelFooter
 
@@ -44,25 +46,29 @@ class ModelsScreen(Screen[None]):
 
     BINDINGS = [
         Binding("enter", "use", "Get/Use", id="models.use",
-                tooltip="Download the highlighted model, or make it the default"),
+                tooltip="Download the highlighted model, or make it the default"
+                " (Servers: a server's model becomes the default chat model)"),
         Binding("x", "cancel_download", "Cancel", id="models.cancel",
                 tooltip="Cancel the highlighted model's download"),
         Binding("delete", "delete", "Delete", id="models.delete", show=False,
-                tooltip="Delete the highlighted model file (asks first)"),
+                tooltip="Delete the highlighted model file, or remove a server (asks first)"),
         Binding("i", "import_file", "Import", id="models.import",
                 tooltip="Add a model file from disk (its header is checked first)"),
         Binding("p", "pull", "Pull", id="models.pull", show=False,
                 tooltip="Download any Hugging Face file: OWNER/REPO/FILE"),
-        Binding("a", "add_folder", "Add folder", id="models.add_folder", show=False,
-                tooltip="Also list the models in a folder of yours"),
+        Binding("a", "add", "Add folder/server", id="models.add_folder", show=False,
+                tooltip="Also list the models in a folder of yours;"
+                " on the Servers tab, add a remote server"),
         Binding("r", "rescan", "Rescan", id="models.rescan", show=False,
-                tooltip="Look for model files again"),
+                tooltip="Look for model files again, or check the servers again"),
         Binding("1", "modality('chat')", "Chat models", id="models.chat", show=False,
                 tooltip="Show chat models"),
         Binding("2", "modality('image')", "Image models", id="models.image", show=False,
                 tooltip="Show image models"),
         Binding("3", "modality('speech')", "Speech models", id="models.speech", show=False,
                 tooltip="Show speech models"),
+        Binding("4", "modality('servers')", "Servers", id="models.servers", show=False,
+                tooltip="Show remote servers, whether they answer, and their models"),
     ]  # fmt: skip
 
     def __init__(self) -> None:
@@ -72,6 +78,10 @@ class ModelsScreen(Screen[None]):
         self.rows: list[Row] = []
         self._scanned = False
         self._service: ModelsService | None = None
+        self.server_rows: list[tuple[str, str]] = []
+        """On the Servers tab: (server name, model id or '' for the server's own row)."""
+        self.server_status: dict[str, ServerStatus | None] = {}
+        """The last check of each server; None while one runs."""
 
     @property
     def tapp(self) -> TriptychApp:
@@ -93,6 +103,7 @@ class ModelsScreen(Screen[None]):
                 Tab("1 Chat", id="tab-chat"),
                 Tab("2 Image", id="tab-image"),
                 Tab("3 Speech", id="tab-speech"),
+                Tab("4 Servers", id="tab-servers"),
                 id="modality-tabs",
             )
             yield Static("", id="models-ram")
@@ -138,8 +149,106 @@ class ModelsScreen(Screen[None]):
         """(mark, status text) of a row."""
         return self.service.status(row)
 
+    # --- servers ----------------------------------------------------------------------
+
+    def check_servers(self) -> None:
+        """Ask every configured server for its models, each in its own thread."""
+        for name in self.service.server_names():
+            self.server_status[name] = None
+            self._check_server(name)
+        self.refresh_table()
+
+    @work(thread=True, group="server-check", exit_on_error=False)
+    def _check_server(self, name: str) -> None:
+        """GET /v1/models off the event loop: a silent server takes up to its timeout."""
+        status = self.service.check_server(name)
+        self.app.call_from_thread(self._server_checked, status)
+
+    def _server_checked(self, status: ServerStatus) -> None:
+        if status.name in self.service.server_names():
+            self.server_status[status.name] = status
+            if self.modality == "servers":
+                self.refresh_table()
+
+    def _server_line(self, name: str, model: str) -> tuple[str, str, str]:
+        """(mark, name column, status column) of a row of the Servers tab."""
+        status = self.server_status.get(name)
+        if model:
+            default = self.tapp.settings.chat_model == remote_spec(name, model)
+            return ("●" if default else " "), f"  {model}", "default chat" if default else ""
+        label = f"{name}  {self.service.server_url(name)}"
+        if status is None:
+            return "…", label, "checking…"
+        if status.reachable:
+            count = len(status.models)
+            return " ", label, f"reachable, {count} model{'s' if count != 1 else ''}"
+        return "!", label, status.error
+
+    def _refresh_servers(self, table: DataTable[str]) -> None:
+        keep = self._current_server()
+        self.rows = []
+        self.server_rows = []
+        for name in self.service.server_names():
+            self.server_rows.append((name, ""))
+            status = self.server_status.get(name)
+            if status is not None:
+                self.server_rows.extend((name, model) for model in status.models)
+        table.clear()
+        for name, model in self.server_rows:
+            mark, label, status_text = self._server_line(name, model)
+            # Names, URLs, model ids and error lines come from the settings or a
+            # server: one plain line each, control characters shown.
+            table.add_row(
+                mark,
+                escape(one_line(label)),
+                "",
+                "",
+                escape(one_line(status_text)),
+                key=f"server:{name}/{model}",
+            )
+        if keep in self.server_rows:
+            table.move_cursor(row=self.server_rows.index(keep))
+        self._show_detail()
+
+    def _current_server(self) -> tuple[str, str] | None:
+        if self.modality != "servers":
+            return None
+        table = self.query_one(DataTable)
+        index = table.cursor_row
+        if index is None or not 0 <= index < len(self.server_rows):
+            return None
+        return self.server_rows[index]
+
+    def _show_server_detail(self, detail: Static) -> None:
+        current = self._current_server()
+        if current is None:
+            detail.update(
+                "No servers yet: a adds one (or: triptych servers add NAME URL)."
+                if not self.service.server_names()
+                else ""
+            )
+            return
+        name, model = current
+        status = self.server_status.get(name)
+        lines = [escape(one_line(f"{name} · {self.service.server_url(name)}"))]
+        if model:
+            spec = escape(one_line(remote_spec(name, model)))
+            lines.append(f"Enter makes {spec} the default chat model")
+        elif status is None:
+            lines.append("asking the server for its models…")
+        elif status.error:
+            lines.append(f"[red]{escape(one_line(status.error))}[/]")
+        else:
+            lines.append("Enter checks it again · Delete removes it")
+        detail.update("\n".join(lines))
+
+    # --- table -------------------------------------------------------------------------
+
     def refresh_table(self) -> None:
         table: DataTable[str] = self.query_one(DataTable)
+        if self.modality == "servers":
+            self._refresh_servers(table)
+            return
         keep = self._current_key()
         self.rows = self._rows()
         table.clear()
@@ -166,7 +275,7 @@ class ModelsScreen(Screen[None]):
 
     def _current(self) -> Row | None:
         table = self.query_one(DataTable)
-        if not self.rows or table.cursor_row is None:
+        if self.modality == "servers" or not self.rows or table.cursor_row is None:
             return None
         index = table.cursor_row
         return self.rows[index] if 0 <= index < len(self.rows) else None
@@ -178,6 +287,9 @@ class ModelsScreen(Screen[None]):
     def _show_detail(self) -> None:
         row = self._current()
         detail = self.query_one("#models-detail", Static)
+        if self.modality == "servers":
+            self._show_server_detail(detail)
+            return
         if row is None:
             text = "Scanning for models…" if not self._scanned else "No models here yet."
             detail.update(text)
@@ -235,7 +347,10 @@ class ModelsScreen(Screen[None]):
         modality = (event.tab.id or "tab-chat").removeprefix("tab-")
         if modality != self.modality:
             self.modality = modality
-            self.refresh_table()
+            if modality == "servers" and not self.server_status:
+                self.check_servers()
+            else:
+                self.refresh_table()
 
     # --- actions -------------------------------------------------------------------
 
@@ -244,9 +359,15 @@ class ModelsScreen(Screen[None]):
         self.query_one(DataTable).focus()
 
     def action_rescan(self) -> None:
+        if self.modality == "servers":
+            self.check_servers()
+            return
         self.rescan()
 
     def action_use(self) -> None:
+        if self.modality == "servers":
+            self._use_server()
+            return
         row = self._current()
         if row is None:
             return
@@ -297,7 +418,40 @@ class ModelsScreen(Screen[None]):
             self.notify(f"Cancelled the download of {row.title}")
             self.refresh_table()
 
+    def _use_server(self) -> None:
+        current = self._current_server()
+        if current is None:
+            return
+        name, model = current
+        if not model:
+            self.server_status[name] = None
+            self._check_server(name)
+            self.refresh_table()
+            return
+        spec = self.service.use_server_model(name, model)
+        self.notify(escape(one_line(f"{spec} is now the default chat model")))
+        self.refresh_table()
+
+    def _remove_server(self) -> None:
+        current = self._current_server()
+        if current is None:
+            self.notify("No server here to remove", severity="warning")
+            return
+        name = current[0]
+
+        def confirmed(answer: bool | None) -> None:
+            if answer:
+                self.service.remove_server(name)
+                self.server_status.pop(name, None)
+                self.notify(escape(one_line(f"Removed server {name}")))
+                self.refresh_table()
+
+        self.app.push_screen(ConfirmScreen(f"Remove server {name} (and its key file)?"), confirmed)
+
     def action_delete(self) -> None:
+        if self.modality == "servers":
+            self._remove_server()
+            return
         row = self._current()
         if row is None or row.local is None:
             self.notify("Nothing to delete: this model is not installed", severity="warning")
@@ -379,7 +533,45 @@ class ModelsScreen(Screen[None]):
             TextPromptScreen("Download from Hugging Face", "", "OWNER/REPO/FILE.gguf"), answered
         )
 
-    def action_add_folder(self) -> None:
+    def action_add(self) -> None:
+        if self.modality == "servers":
+            self._add_server()
+        else:
+            self._add_folder()
+
+    def _add_server(self) -> None:
+        """Three questions: name, base URL, and the variable holding the key (if any)."""
+
+        def named(name: str | None) -> None:
+            if name:
+                self.app.push_screen(
+                    TextPromptScreen(f"Base URL of server {name}", "",
+                                     "http://gpu-box:8080/v1"),
+                    lambda url: located(name, url),
+                )  # fmt: skip
+
+        def located(name: str, url: str | None) -> None:
+            if url:
+                self.app.push_screen(
+                    TextPromptScreen("Environment variable holding its API key"
+                                     " (empty: no key)", "", "BOX_API_KEY"),
+                    lambda env: keyed(name, url, env or ""),
+                )  # fmt: skip
+
+        def keyed(name: str, url: str, env: str) -> None:
+            try:
+                self.service.add_server(name, url, env)
+            except BackendError as error:
+                self.notify(escape(one_line(str(error))), severity="error", timeout=10)
+                return
+            self.notify(escape(one_line(f"Added server {name}; asking it for its models")))
+            self.server_status[name] = None
+            self._check_server(name)
+            self.refresh_table()
+
+        self.app.push_screen(TextPromptScreen("Add a server: its name", "", "gpu-box"), named)
+
+    def _add_folder(self) -> None:
         def answered(text: str | None) -> None:
             if not text:
                 return

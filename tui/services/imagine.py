@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tui import imaging, locations
+from tui.backends.select import image_backend_for, is_remote
+from tui.backends.servers import BackendError
 from tui.cpu import describe_wait
 from tui.engines import protocol as p
 from tui.formats.image import check_image_model
@@ -74,6 +76,8 @@ class GenerationStarted:
 
     params: ImageParams
     loading: bool
+    remote: str = ""
+    """The server's name when it runs remotely ('' for the local engine)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ class ImagineService(Service):
         self.folder = folder
         """Where images are written; None: the data dir's ``images``."""
         self.generating = False
+        self._backend: Any = None
+        """The backend of the generation running (the host or a remote server)."""
 
     @property
     def settings(self) -> Any:
@@ -175,11 +181,20 @@ class ImagineService(Service):
     def check(self, params: ImageParams) -> None:
         """Raise ValueError or ModelFileError with one line if ``params`` cannot run.
 
-        Reads the model files' headers (a few kilobytes each).
+        Reads the model files' headers (a few kilobytes each); a remote model
+        (``server:NAME[/MODEL]``) is the server's to check.
         """
         params.validate()
         if not params.model:
             raise ValueError("choose an image model: type its path under Models")
+        if is_remote(params.model):
+            try:
+                image_backend_for(params.model, self.settings, self.host)
+            except BackendError as error:
+                raise ValueError(str(error)) from None
+            if params.vae or params.taesd:
+                raise ValueError("a remote image model uses the server's VAE: clear VAE and TAESD")
+            return
         for path in (params.model, params.vae, params.taesd):
             if path:
                 check_image_model(Path(path).expanduser())
@@ -207,21 +222,26 @@ class ImagineService(Service):
         try:
             try:
                 request = self.request(params)
-            except ValueError as error:
+                backend = image_backend_for(params.model, self.settings, self.host)
+            except (ValueError, BackendError) as error:
                 self.emit(GenerationFailed(str(error)))
                 return
-            self.emit(GenerationStarted(params, loading=not self.host.loaded_model))
+            self._backend = backend
+            remote = backend.server.name if backend is not self.host else ""
+            self.emit(GenerationStarted(params, not backend.loaded_model, remote))
             self._run(request, params)
         except Exception as error:  # noqa: BLE001 - any failure ends the generation visibly
             self.emit(GenerationFailed(f"the image engine failed: {error}"))
         finally:
+            self._backend = None
             self.generating = False
 
     def _run(self, request: Any, params: ImageParams) -> None:
         step_times: list[float] = []
         done_images = 0
         total = params.steps * params.batch_count
-        for event in self.host.submit(request):
+        backend = self._backend or self.host
+        for event in backend.submit(request):
             if isinstance(event, p.StepProgressed):
                 step_times.append(event.seconds)
                 done = done_images * params.steps + event.step
@@ -238,7 +258,7 @@ class ImagineService(Service):
             elif isinstance(event, p.WaitingForCpu):
                 self.emit(WaitingForCpu(describe_wait(event.behind)))
             elif isinstance(event, p.CpuGranted):
-                self.emit(GenerationStarted(params, loading=not self.host.loaded_model))
+                self.emit(GenerationStarted(params, loading=not backend.loaded_model))
             elif isinstance(event, p.ImageGenerated):
                 done_images += 1
                 try:
@@ -272,8 +292,11 @@ class ImagineService(Service):
         )
 
     def stop(self) -> None:
-        """Ask the engine to stop the generation (it is killed if it does not within 0.6 s)."""
-        self.host.cancel()
+        """Ask the engine to stop the generation (it is killed if it does not within 0.6 s).
+
+        A remote generation's request is closed.
+        """
+        (self._backend or self.host).cancel()
 
     def free_memory(self) -> bool:
         """Unload the image model; False while generating."""

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from tui import locations, transcript
+from tui.backends.select import is_remote, speech_backend_for
+from tui.backends.servers import BackendError
 from tui.config import Settings
 from tui.engines import protocol as p
 from tui.files import check_input_file
@@ -165,13 +167,18 @@ def exports_dir() -> Path:
     return locations.data_dir() / "exports"
 
 
-def check_speech_model(model: str | Path) -> Path:
-    """The whisper.cpp model file, header checked; ListenError naming what is wrong."""
+def check_speech_model(model: str | Path) -> Path | str:
+    """The whisper.cpp model file, header checked; ListenError naming what is wrong.
+
+    A remote spec (``server:NAME[/MODEL]``) is returned as it is: the server checks it.
+    """
     from tui.formats import ModelFileError, whisper
 
     spec = str(model).strip()
     if not spec:
         raise ListenError("choose a speech model: type the path of a whisper.cpp ggml file")
+    if is_remote(spec):
+        return spec
     path = Path(spec).expanduser()
     try:
         whisper.read_whisper_info(path)
@@ -202,8 +209,10 @@ def transcribe_request(
     if isinstance(samples, np.ndarray):
         samples = np.asarray(samples, dtype=np.float32).tobytes()
     spec = str(model if model is not None else settings.speech_model).strip()
+    if spec and not is_remote(spec):
+        spec = str(Path(spec).expanduser())
     return p.TranscribeRequest(
-        model_path=str(Path(spec).expanduser()) if spec else "",
+        model_path=spec,
         audio_path=str(audio_path) if audio_path else "",
         samples=samples,
         offset_s=offset_s,
@@ -287,6 +296,8 @@ class ListenService(Service):
         self._stop_live = threading.Event()
         self._live_idle = threading.Event()
         self._live_idle.set()
+        self._transcriber: SpeechEngine | None = None
+        """The backend of the transcription running (the engine host or a server)."""
 
     @property
     def recording(self) -> bool:
@@ -459,7 +470,7 @@ class ListenService(Service):
         model = check_speech_model(options.model)
         self._remember(options)
         request = self._request(options, model, samples=phrase.samples, offset_s=phrase.offset_s)
-        for event in self.speech.submit(request):
+        for event in self._backend(model).submit(request):
             if isinstance(event, p.SegmentTranscribed):
                 segment = transcript.Segment(event.start_s, event.end_s, event.text)
                 self.live_segments.append(segment)
@@ -546,6 +557,7 @@ class ListenService(Service):
         except Exception as error:  # noqa: BLE001 - reset and tell, whatever it was
             outcome = TranscriptionFailed(_describe(error))
         finally:
+            self._transcriber = None
             self.transcribing = False
         self.emit(outcome)
         if isinstance(outcome, TranscriptionFinished):
@@ -556,7 +568,8 @@ class ListenService(Service):
         self, record: Recording, request: p.TranscribeRequest, options: TranscribeOptions
     ) -> TranscriptionFinished:
         finished: p.GenerationFinished | None = None
-        for event in self.speech.submit(request):
+        self._transcriber = self._backend(request.model_path)
+        for event in self._transcriber.submit(request):
             if isinstance(event, p.SegmentTranscribed):
                 segment = transcript.Segment(event.start_s, event.end_s, event.text)
                 self.segments.append(segment)
@@ -579,7 +592,9 @@ class ListenService(Service):
                 record.id,
                 transcript=[vars(s) for s in self.segments],
                 language=options.language.strip() or "auto",
-                model=Path(options.model).name,
+                model=options.model.strip()
+                if is_remote(options.model)
+                else Path(options.model).name,
             )
             record = self.store.get_recording(record.id) or record
             self.current = record
@@ -588,7 +603,14 @@ class ListenService(Service):
     def cancel_transcription(self) -> None:
         """Stop a running transcription (the engine is killed if it does not stop)."""
         if self.transcribing:
-            self.speech.cancel()
+            (self._transcriber or self.speech).cancel()
+
+    def _backend(self, model: str | Path) -> SpeechEngine:
+        """The local engine host or the server ``model`` names; ListenError if unusable."""
+        try:
+            return speech_backend_for(str(model), self.settings.current, self.speech)
+        except BackendError as error:
+            raise ListenError(str(error)) from None
 
     def _remember(self, options: TranscribeOptions) -> None:
         """The model and language used last become the settings (dictation uses them)."""
@@ -597,7 +619,7 @@ class ListenService(Service):
         )
 
     def _request(
-        self, options: TranscribeOptions, model: Path, **audio: Any
+        self, options: TranscribeOptions, model: Path | str, **audio: Any
     ) -> p.TranscribeRequest:
         return transcribe_request(
             self.settings.current,

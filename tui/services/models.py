@@ -11,11 +11,13 @@ the panel calls them from a thread.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tui import catalog, library, locations
+from tui.backends.keys import KeyFileError, delete_key, key_file
+from tui.backends.servers import BackendError, remote_spec, server_config
 from tui.catalog import CatalogEntry
 from tui.default_model import ensure_default_chat_model
 from tui.formats import ModelFileError, human_size
@@ -70,6 +72,20 @@ class ModelImported:
 class ModelDeleted:
     model: LocalModel
     was_default: bool
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What a check of a remote server found: its models, or why it failed (one line)."""
+
+    name: str
+    url: str
+    models: tuple[str, ...] = ()
+    error: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        return not self.error
 
 
 class ModelsService(Service):
@@ -237,6 +253,58 @@ class ModelsService(Service):
     def cancel(self, key: str) -> bool:
         return bool(self.downloads.cancel(key))
 
+    # --- remote servers -----------------------------------------------------------------
+
+    def server_names(self) -> list[str]:
+        """The configured servers, sorted."""
+        return sorted(self.settings.servers)
+
+    def server_url(self, name: str) -> str:
+        return str(self.settings.servers.get(name, {}).get("url", ""))
+
+    def check_server(self, name: str) -> ServerStatus:
+        """Ask server ``name`` for its models (GET /v1/models). Blocks up to its timeout."""
+        from tui.backends.remote import RemoteChatBackend
+
+        url = self.server_url(name)
+        try:
+            backend = RemoteChatBackend(server_config(name, self.settings))
+        except BackendError as error:
+            return ServerStatus(name, url, error=str(error))
+        try:
+            return ServerStatus(name, url, models=tuple(backend.models()))
+        except BackendError as error:
+            return ServerStatus(name, url, error=str(error))
+        finally:
+            backend.shutdown()
+
+    def add_server(self, name: str, url: str, api_key_env: str = "") -> None:
+        """Add (or replace) a server, checked before it is saved; BackendError in one line."""
+        try:
+            key_file(name)  # the same names as the CLI's typed keys allow
+        except KeyFileError as error:
+            raise BackendError(str(error)) from None
+        entry: dict[str, Any] = {"url": url.strip()}
+        if api_key_env.strip():
+            entry["api_key_env"] = api_key_env.strip()
+        servers = {**self.settings.servers, name: entry}
+        server_config(name, replace(self.settings, servers=servers))
+        delete_key(name)  # a key typed for an older entry of that name no longer applies
+        self.settings_service.update(servers=servers)
+
+    def remove_server(self, name: str) -> None:
+        """Forget server ``name`` and delete its key file, if it has one."""
+        servers = {k: v for k, v in self.settings.servers.items() if k != name}
+        self.settings_service.update(servers=servers)
+        delete_key(name)
+
+    def use_server_model(self, name: str, model: str) -> str:
+        """Make ``model`` on server ``name`` the default chat model; the spec saved."""
+        spec = remote_spec(name, model)
+        self.settings_service.update(chat_model=spec)
+        self.emit(DefaultChanged("chat_model", None))
+        return spec
+
 
 __all__ = [
     "DefaultChanged",
@@ -247,4 +315,5 @@ __all__ = [
     "ModelImported",
     "ModelsService",
     "Row",
+    "ServerStatus",
 ]
