@@ -91,7 +91,7 @@ async def test_paris_through_the_tui(app_dirs, chat_model):
 
 
 async def test_stop_keeps_the_partial_reply(app_dirs, chat_model):
-    app = make_app(chat_model, temperature=0.8, max_tokens=2000)
+    app = make_app(chat_model, max_tokens=2000)  # temperature 0: a long story every time
     async with app.run_test(size=(80, 24)) as pilot:
         await send(pilot, "Write a very long story about a dragon and a knight.")
         await wait_until(pilot, lambda: len(chat(app).reply_text) > 40, 30, "some streamed text")
@@ -110,7 +110,7 @@ async def test_stop_keeps_the_partial_reply(app_dirs, chat_model):
 
 
 async def test_killed_engine_shows_error_and_recovers(app_dirs, chat_model):
-    app = make_app(chat_model, temperature=0.8, max_tokens=2000)
+    app = make_app(chat_model, max_tokens=2000)  # temperature 0: a long story every time
     async with app.run_test(size=(80, 24)) as pilot:
         await send(pilot, "Write a very long story about a dragon.")
         await wait_until(pilot, lambda: len(chat(app).reply_text) > 20, 30)
@@ -332,7 +332,7 @@ async def test_keys_can_be_remapped_from_settings(app_dirs, chat_model):
 
 
 async def test_quitting_mid_reply_keeps_the_text(app_dirs, chat_model):
-    app = make_app(chat_model, temperature=0.8, max_tokens=2000)
+    app = make_app(chat_model, max_tokens=2000)  # temperature 0: a long story every time
     async with app.run_test(size=(80, 24)) as pilot:
         await send(pilot, "Write a very long story about a dragon.")
         await wait_until(pilot, lambda: len(chat(app).reply_text) > 30, 30)
