@@ -38,6 +38,10 @@ GALLERY_PAGE = 100
 """Images the gallery reads at a time."""
 
 
+STOP_GRACE_S = 0.3
+"""How long a stopped local generation may take to end on its own before it is killed."""
+
+
 def images_dir() -> Path:
     return locations.data_dir() / "images"
 
@@ -296,7 +300,13 @@ class ImagineService(Service):
 
         A remote generation's request is closed.
         """
-        (self._backend or self.host).cancel()
+        backend = self._backend or self.host
+        if backend is self.host:
+            # sd.cpp cannot abort a step, so a stop mid-step always ends in the kill:
+            # a long grace only delays it. It still lets a batch stop between images.
+            self.host.cancel(grace_s=STOP_GRACE_S)
+        else:
+            backend.cancel()
 
     def free_memory(self) -> bool:
         """Unload the image model; False while generating."""
