@@ -157,7 +157,28 @@ def describe_error(error: BaseException, server: ServerConfig, model: str = "") 
     return f"{where} sent something unreadable: {type(error).__name__}: {_detail(error)}"
 
 
-class RemoteChatBackend:
+class RemoteHostFace:
+    """What screens, the status line and the memory budget read from an engine host,
+    as a remote backend answers it: no local process, busy while a request runs."""
+
+    server: ServerConfig
+    _active: bool
+
+    @property
+    def alive(self) -> bool:
+        return False
+
+    @property
+    def busy(self) -> bool:
+        return self._active
+
+    @property
+    def label(self) -> str:
+        """What the status line shows for this backend."""
+        return f"remote {self.server.name}"
+
+
+class RemoteChatBackend(RemoteHostFace):
     """Chat requests answered by one remote server; one request at a time.
 
     ``alive`` is always False and ``pid`` None: no local process holds memory
@@ -180,19 +201,6 @@ class RemoteChatBackend:
         self.loaded_model: str | None = None
         self.waiting_for: list[str] = []
         self.pid: int | None = None
-
-    @property
-    def alive(self) -> bool:
-        return False
-
-    @property
-    def busy(self) -> bool:
-        return self._active
-
-    @property
-    def label(self) -> str:
-        """What the status line shows for this backend."""
-        return f"remote {self.server.name}"
 
     def _openai(self) -> Any:
         if self._client is None:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tui.backends.remote import POLL_S, describe_error
+from tui.backends.remote import POLL_S, RemoteHostFace, describe_error
 from tui.backends.servers import ServerConfig
 from tui.engines import protocol as p
 
@@ -35,7 +35,7 @@ CANCEL_WAIT_S = 1.0
 """How long a cancelled request may take to close its connection."""
 
 
-class _RemoteMediaBackend(abc.ABC):
+class _RemoteMediaBackend(RemoteHostFace, abc.ABC):
     """One request at a time to one server; no local process, so no memory held here."""
 
     engine = ""
@@ -53,19 +53,6 @@ class _RemoteMediaBackend(abc.ABC):
         self.loaded_model: str | None = self.label
         self.waiting_for: list[str] = []
         self.pid: int | None = None
-
-    @property
-    def alive(self) -> bool:
-        return False
-
-    @property
-    def busy(self) -> bool:
-        return self._active
-
-    @property
-    def label(self) -> str:
-        """What the status line shows for this backend."""
-        return f"remote {self.server.name}"
 
     def cancel(self) -> None:
         """Stop the running request: its connection is closed and it ends as 'cancelled'."""
@@ -153,6 +140,18 @@ class _RemoteMediaBackend(abc.ABC):
     def _run(self, request: Any) -> Iterator[Any]:
         """The request's protocol events (without the busy/cancel bookkeeping)."""
 
+    def _ended_early(
+        self, kind: str, result: Any, elapsed_s: float, request_id: int
+    ) -> p.GenerationFinished | p.EngineFailed | None:
+        """The last event of a request that was cancelled or failed (None when it answered)."""
+        if kind == "cancelled":
+            return p.GenerationFinished(
+                "cancelled", p.GenerationStats(elapsed_s=elapsed_s), request_id
+            )
+        if kind == "error":
+            return self._failed(result, request_id)
+        return None
+
     def _failed(self, error: BaseException, request_id: int) -> p.EngineFailed:
         return p.EngineFailed(
             describe_error(error, self.server, self.model), kind="crash", request_id=request_id
@@ -203,11 +202,9 @@ class RemoteImageBackend(_RemoteMediaBackend):
         started = time.monotonic()
         kind, result = self._call(lambda client: client.images.generate(**params))
         elapsed = time.monotonic() - started
-        if kind == "cancelled":
-            yield p.GenerationFinished("cancelled", p.GenerationStats(elapsed_s=elapsed), rid)
-            return
-        if kind == "error":
-            yield self._failed(result, rid)
+        ended = self._ended_early(kind, result, elapsed, rid)
+        if ended is not None:
+            yield ended
             return
         import base64
         import binascii
@@ -296,11 +293,9 @@ class RemoteSpeechBackend(_RemoteMediaBackend):
                 params["prompt"] = request.initial_prompt
             kind, result = self._call(lambda client: client.audio.transcriptions.create(**params))
         elapsed = time.monotonic() - started
-        if kind == "cancelled":
-            yield p.GenerationFinished("cancelled", p.GenerationStats(elapsed_s=elapsed), rid)
-            return
-        if kind == "error":
-            yield self._failed(result, rid)
+        ended = self._ended_early(kind, result, elapsed, rid)
+        if ended is not None:
+            yield ended
             return
         if duration is None and isinstance(getattr(result, "duration", None), int | float):
             yield p.AudioLoaded(float(result.duration), request_id=rid)

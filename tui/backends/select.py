@@ -18,18 +18,24 @@ def is_remote(model_spec: str | None) -> bool:
     return parse_remote_spec(str(model_spec).strip() if model_spec else None) is not None
 
 
+def _backend_for(model_spec: str | None, settings: Settings, local_host: Any, kind: str) -> Any:
+    """``local_host``, or the remote backend of ``kind`` for the server ``model_spec`` names."""
+    parsed = parse_remote_spec(str(model_spec).strip() if model_spec else None)
+    if parsed is None:
+        return local_host
+    name, model = parsed
+    from tui.backends import remote_media
+
+    backend = {"image": remote_media.RemoteImageBackend, "speech": remote_media.RemoteSpeechBackend}
+    return backend[kind](server_config(name, settings), model)
+
+
 def image_backend_for(model_spec: str | None, settings: Settings, local_host: Any) -> Any:
     """``local_host`` (the image EngineHost) or a RemoteImageBackend for ``model_spec``.
 
     BackendError (one line) when the server is not configured or its key is missing.
     """
-    parsed = parse_remote_spec(str(model_spec).strip() if model_spec else None)
-    if parsed is None:
-        return local_host
-    name, model = parsed
-    from tui.backends.remote_media import RemoteImageBackend
-
-    return RemoteImageBackend(server_config(name, settings), model)
+    return _backend_for(model_spec, settings, local_host, "image")
 
 
 def speech_backend_for(model_spec: str | None, settings: Settings, local_host: Any) -> Any:
@@ -37,10 +43,4 @@ def speech_backend_for(model_spec: str | None, settings: Settings, local_host: A
 
     BackendError (one line) when the server is not configured or its key is missing.
     """
-    parsed = parse_remote_spec(str(model_spec).strip() if model_spec else None)
-    if parsed is None:
-        return local_host
-    name, model = parsed
-    from tui.backends.remote_media import RemoteSpeechBackend
-
-    return RemoteSpeechBackend(server_config(name, settings), model)
+    return _backend_for(model_spec, settings, local_host, "speech")
