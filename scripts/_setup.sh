@@ -5,7 +5,7 @@
 # shellcheck disable=SC2034  # both are used by scripts/run and scripts/test
 RUNTIME_PACKAGES=(libportaudio2 build-essential cmake git python3-venv python3-dev)
 # shellcheck disable=SC2034
-TEST_PACKAGES=(tmux pulseaudio libasound2-plugins espeak-ng sox lame util-linux)
+TEST_PACKAGES=(tmux pulseaudio libasound2-plugins espeak-ng sox lame util-linux ghostscript)
 STAMP=.venv/.triptych-install-stamp
 
 say() { printf 'triptych: %s\n' "$*" >&2; }

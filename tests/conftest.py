@@ -1,11 +1,15 @@
-"""Shared fixtures: the real test model and isolated data/config directories."""
+"""Shared fixtures: the real test model, isolated data/config directories, a store, a chat host."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tui.engines.host import EngineHost
+from tui.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / ".fixtures"
@@ -34,3 +38,18 @@ def app_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ):
             monkeypatch.delenv(name)
     return tmp_path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A real SQLite store in a temporary folder."""
+    with Store(tmp_path / "triptych.db") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def chat_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineHost]:
+    """One chat engine process for the module."""
+    engine = EngineHost("chat", log_dir=tmp_path_factory.mktemp("logs"))
+    yield engine
+    engine.shutdown()

@@ -40,17 +40,9 @@ class Recorder:
         return [e for e in self.events if isinstance(e, kind)]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "triptych.db") as opened:
-        yield opened
-
-
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineHost]:
-    engine = EngineHost("chat", log_dir=tmp_path_factory.mktemp("logs"))
-    yield engine
-    engine.shutdown()
+def host(chat_host: EngineHost) -> EngineHost:
+    return chat_host
 
 
 def service_for(

@@ -369,6 +369,12 @@ def test_cli_chat_with_a_server(llama_server: str, app_dirs: Path) -> None:
     # The model spec works as --model too.
     spec = triptych("chat", "--model", "server:box", "--temperature", "0", PARIS_QUESTION)
     assert "Paris" in spec.stdout, spec.stderr
+    # ...and so does server:NAME/MODEL, naming one of the models the server listed.
+    model_id = models.stdout.strip().splitlines()[-1]
+    named = triptych(
+        "chat", "--model", f"server:box/{model_id}", "--temperature", "0", PARIS_QUESTION
+    )
+    assert named.returncode == 0 and "Paris" in named.stdout, named.stderr
     assert triptych("servers", "rm", "box").returncode == 0
     gone = triptych("chat", "--server", "box", "hi")
     assert (
@@ -380,12 +386,6 @@ def test_cli_chat_with_a_server(llama_server: str, app_dirs: Path) -> None:
     assert len(tui.stderr.splitlines()) == 1
     refused = triptych("servers", "add", "bad", "localhost:8080")
     assert refused.returncode == 1 and "not an http" in refused.stderr
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "triptych.db") as opened:
-        yield opened
 
 
 def remote_service(store: Store, url: str, tmp_path: Path, **settings: Any) -> ChatService:
@@ -539,3 +539,42 @@ async def test_the_tui_chats_with_a_server_chosen_in_the_settings_dialog(
         reply = store.list_messages(conversation.id)[1]
         assert "Paris" in reply.content and reply.state == "complete"
         assert not app.chat_host.alive, "no local engine was started"
+
+
+@pytest.mark.slow
+async def test_the_settings_dialog_offers_the_models_a_server_listed(
+    llama_server: str, app_dirs: Path, chat_model: Path
+) -> None:
+    from textual.widgets import Select
+
+    from tests.helpers import wait_until
+    from tui.app import TriptychApp
+    from tui.screens.chat_settings import ChatSettingsScreen
+    from tui.services.settings import SettingsService
+
+    SettingsService().update(servers={"box": {"url": llama_server}})
+    store = Store()
+    conversation = store.create_conversation("Remote")
+    app = TriptychApp(chat_model=str(chat_model), settings=Settings.load(), store=store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        # The Servers tab asks box for its models; the dialog then offers each of them.
+        await pilot.press("f5", "4")
+        await wait_until(pilot, lambda: "box" in app.server_models, 30, "box checked")
+        (model_id,) = app.server_models["box"]
+        spec = f"server:box/{model_id}"
+        await pilot.press("f2")
+        await pilot.pause()
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, ChatSettingsScreen)
+        offered = [value for _, value in app.screen._model_options()]
+        assert offered[-2:] == ["server:box", spec], offered
+        app.screen.query_one("#model", Select).value = spec  # refused unless offered
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert store.get_conversation(conversation.id).model == spec
+        # Reopened, the dialog shows the conversation's server model.
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert app.screen.query_one("#model", Select).value == spec
+        await pilot.press("escape")

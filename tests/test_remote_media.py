@@ -189,7 +189,8 @@ def test_imagine_service_with_a_remote_model_saves_a_gallery_row(
 
 @pytest.mark.slow
 def test_stop_closes_a_remote_generation_within_a_second(box: Server) -> None:
-    backend = RemoteImageBackend(ServerConfig("box", box.base_url))
+    # The OpenAI endpoint: Stop closes the request (the native API is in test_sdcpp_remote).
+    backend = RemoteImageBackend(ServerConfig("box", box.base_url, image_api="openai"))
     events: list[Any] = []
     worker = threading.Thread(
         target=lambda: events.extend(backend.submit(image_request(width=512, height=512, steps=40)))
@@ -223,6 +224,31 @@ def test_cli_transcribe_on_a_server(box: Server, app_dirs: Path, speech_wav: Pat
     assert srt.returncode == 0, srt.stderr
     assert srt.stdout.startswith("1\n00:00:0") and " --> " in srt.stdout, srt.stdout
     assert speech_fixtures.heard(srt.stdout) >= 6, srt.stdout
+
+
+@pytest.mark.slow
+def test_translating_on_a_server_gives_english_segments(
+    box: Server, app_dirs: Path, speech_wav: Path
+) -> None:
+    # The request to translate goes to /v1/audio/translations, as segments with times.
+    settings = settings_for(box.base_url)
+    backend = speech_backend_for("server:box", settings, object())
+    try:
+        request = ls.transcribe_request(
+            settings, audio_path=speech_wav, model="server:box", translate=True
+        )
+        events = list(backend.submit(request))
+    finally:
+        backend.shutdown()
+    assert isinstance(events[-1], p.GenerationFinished), events
+    segments = [e for e in events if isinstance(e, p.SegmentTranscribed)]
+    assert segments and all(s.end_s >= s.start_s >= 0 for s in segments)
+    words = " ".join(s.text for s in segments)
+    assert speech_fixtures.heard(words) >= 6, words
+    add_server(box.base_url)
+    cli = triptych("transcribe", "--model", "server:box", "--translate", str(speech_wav))
+    assert cli.returncode == 0, cli.stderr
+    assert speech_fixtures.heard(cli.stdout) >= 6, cli.stdout
 
 
 @pytest.mark.slow

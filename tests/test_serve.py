@@ -299,3 +299,33 @@ def test_audio_transcriptions_in_json_and_srt(serve: Any, tmp_path: Path) -> Non
     assert speech_fixtures.heard(srt) >= 6, srt
     # The upload was written to a temporary file and removed afterwards.
     assert list(uploads.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_audio_translations_give_english_text_and_segments(serve: Any, tmp_path: Path) -> None:
+    speech_model = speech_fixtures.whisper_model()
+    server = serve(env={"TRIPTYCH_SPEECH_MODEL": str(speech_model)})
+    audio = speech_fixtures.speak(speech_fixtures.SENTENCE, tmp_path / "speech.wav")
+    client = server.client()
+    with audio.open("rb") as handle:
+        result = client.audio.translations.create(
+            model=speech_model.name, file=handle, response_format="verbose_json"
+        )
+    assert speech_fixtures.heard(result.text) >= 6, result.text
+    assert result.language == "english"
+    assert result.segments and all(s.end >= s.start >= 0 for s in result.segments)
+    assert speech_fixtures.heard(" ".join(s.text for s in result.segments)) >= 6
+    with audio.open("rb") as handle:
+        vtt = client.audio.translations.create(model="", file=handle, response_format="vtt")
+    assert isinstance(vtt, str) and vtt.startswith("WEBVTT"), vtt
+    assert speech_fixtures.heard(vtt) >= 6, vtt
+
+
+@pytest.mark.slow
+def test_audio_translations_without_a_speech_model_is_404(serve: Any, tmp_path: Path) -> None:
+    server = serve()
+    audio = speech_fixtures.speak(speech_fixtures.SENTENCE, tmp_path / "speech.wav")
+    with audio.open("rb") as handle, pytest.raises(openai.NotFoundError) as caught:
+        server.client().audio.translations.create(model="whisper-1", file=handle)
+    message = caught.value.response.json()["error"]["message"]
+    assert message == "no speech model is configured on this server"

@@ -615,3 +615,27 @@ def test_recordings_round_trip(db_path: Path) -> None:
         assert [r.id for r in s.list_recordings()] == [rec.id]
         s.delete_recording(rec.id)
         assert s.get_recording(rec.id) is None
+
+
+def test_attachments_and_image_messages_round_trip(tmp_path: Path) -> None:
+    with Store(tmp_path / "t.db") as s:
+        conv = s.create_conversation()
+        user = s.add_message(conv.id, "user", "Summarise these")
+        first = s.add_attachment(
+            user.id, "notes.txt", "text", "hello", source="/tmp/notes.txt", tokens=2
+        )
+        s.add_attachment(user.id, "r.pdf", "pdf", "page one", tokens=3, note="trimmed")
+        image = s.add_image("/tmp/x.png", {"prompt": "a red fox"}, seed=1, width=64, height=64)
+        shown = s.add_message(conv.id, "image", "a red fox", image_id=image.id)
+        assert s.get_message(shown.id).image_id == image.id
+        found = s.attachments_for([user.id, shown.id])
+        assert [a.name for a in found[user.id]] == ["notes.txt", "r.pdf"]
+        assert found[user.id][0] == first and shown.id not in found
+        with pytest.raises(ValueError, match="unknown attachment kind"):
+            s.add_attachment(user.id, "x", "video", "")
+        # Deleting the gallery image keeps the message, without its image.
+        s.delete_image(image.id)
+        assert s.get_message(shown.id).image_id is None
+        # Deleting the message takes its attachments with it.
+        s.delete_messages_from(conv.id, user.id)
+        assert s.attachments_for([user.id]) == {}

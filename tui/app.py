@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
@@ -20,15 +21,19 @@ from tui.config import Settings
 from tui.cpu import CpuGate, available_cpus
 from tui.engines.host import EngineHost
 from tui.hub import DownloadQueue, Job
+from tui.imaging import ImageParams
 from tui.keys import KeySection, describe
 from tui.safe_text import one_line, visible
 from tui.screens.chat import ChatScreen
+from tui.screens.exchange import export_flow, import_flow
 from tui.screens.gallery import GalleryScreen
 from tui.screens.help import HelpScreen
 from tui.screens.imagine import ImagineScreen
 from tui.screens.listen import ListenScreen
 from tui.screens.models import ModelsScreen
+from tui.screens.search import SearchScreen, open_search_hit
 from tui.services.chat import ChatService
+from tui.services.imagine import ImagineService
 from tui.services.settings import SettingsChanged, SettingsProblem, SettingsService
 from tui.signals import ExitSavers, SignalExit, exit_status
 from tui.store import Store, StoreError
@@ -146,8 +151,14 @@ class TriptychApp(App[None]):
         """The current settings (read only: changes go through settings_service.update)."""
         self.store = store or Store()
         self.chat_model_override = chat_model
+        self.server_models: dict[str, tuple[str, ...]] = {}
+        """Model ids each server listed at its last check (the Models panel's Servers tab
+        checks them); the conversation settings offer them as ``server:NAME/MODEL``."""
         self.chat_service: ChatService | None = None
         """The Chat panel's ChatService once its screen made one (the status line reads it)."""
+        self._imagine_service: ImagineService | None = None
+        self.imagine_form: Callable[[], ImageParams | None] = lambda: None
+        """The Imagine panel's current parameters (set by its screen; None before it is built)."""
         # The app runs on the thread that makes it (Textual keeps its own record private).
         self._ui_thread_id = threading.get_ident()
         self.chat_host = EngineHost("chat", log_dir=locations.logs_dir())
@@ -183,6 +194,15 @@ class TriptychApp(App[None]):
             self.theme = self.settings.theme
         else:
             self.theme = "triptych-dark"
+
+    @property
+    def imagine_service(self) -> ImagineService:
+        """The one image service: the Imagine panel's, which the Chat panel draws with too."""
+        if self._imagine_service is None:
+            self._imagine_service = ImagineService(
+                self.image_host, self.store, self.settings_service
+            )
+        return self._imagine_service
 
     def on_load(self) -> None:
         # Before the driver puts the terminal into application mode, so that a
@@ -364,9 +384,65 @@ class TriptychApp(App[None]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.key_sections()))
 
+    # --- search everything, export and import -----------------------------------------
+
+    def action_search_everything(self) -> None:
+        if not isinstance(self.screen, SearchScreen):
+            self._search_everything()
+
+    @work(exclusive=True, group="search-everything", exit_on_error=False)
+    async def _search_everything(self) -> None:
+        hit = await self.push_screen_wait(SearchScreen(self.store))
+        if hit is not None:
+            try:
+                await open_search_hit(self, hit)
+            except StoreError as error:
+                self.notify(str(error), severity="error", timeout=10)
+
+    def action_import_conversation(self) -> None:
+        self._import_conversation()
+
+    @work(exclusive=True, group="exchange", exit_on_error=False)
+    async def _import_conversation(self) -> None:
+        try:
+            await import_flow(self)
+        except StoreError as error:
+            self.notify(str(error), severity="error", timeout=10)
+
+    @work(exclusive=True, group="exchange", exit_on_error=False)
+    async def export_conversation(self, conversation_id: int) -> None:
+        """Ask where to export a conversation, then write it (e in the conversation list)."""
+        try:
+            await export_flow(self, conversation_id)
+        except StoreError as error:
+            self.notify(str(error), severity="error", timeout=10)
+
+    def on_conversation_list_export_requested(
+        self, message: ConversationList.ExportRequested
+    ) -> None:
+        self.export_conversation(message.conversation_id)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help", "Show every key (F1)", self.action_help)
+        yield SystemCommand(
+            "Search everything",
+            "Conversations, attachments, transcripts and image prompts"
+            " (/ in the conversation list)",
+            self.action_search_everything,
+        )
+        yield SystemCommand(
+            "Import conversation (JSON)",
+            "Add a conversation from a JSON export",
+            self.action_import_conversation,
+        )
+        if isinstance(screen, ChatScreen) and screen.conversation is not None:
+            open_id = screen.conversation.id
+            yield SystemCommand(
+                "Export conversation",
+                "Write this conversation as Markdown or JSON (e in the conversation list)",
+                lambda: self.export_conversation(open_id),
+            )
         yield SystemCommand(
             "Chat", "Switch to the Chat panel (F2)", lambda: self.switch_mode("chat")
         )

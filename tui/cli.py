@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, default=None)
     chat.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
     chat.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="attach a text, code, Markdown, PDF or audio file (repeatable); one that does not "
+        "fit the context is trimmed (said on stderr) or refused",
+    )
+    chat.add_argument(
         "--stats",
         action="store_true",
         help='print {"tokens", "ttft_s", "tokens_per_s"} as one JSON line to stderr',
@@ -218,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tui.servers_cli import add_parser as add_servers_parser
 
     add_servers_parser(sub)
+    from tui.export_cli import add_parsers as add_exchange_parsers
+
+    add_exchange_parsers(sub)
     return parser
 
 
@@ -349,7 +360,7 @@ def run_imagine(args: argparse.Namespace) -> int:
     from tui.engines.host import EngineHost
     from tui.formats import ModelFileError
     from tui.formats.image import check_image_model
-    from tui.services.imagine import build_request
+    from tui.services.imagine import build_request, describe_image_wait
 
     settings = load_settings().current
     threads = _threads(args.threads, settings.threads)
@@ -420,6 +431,8 @@ def run_imagine(args: argparse.Namespace) -> int:
         for event in host.submit(request):
             if isinstance(event, p.StepProgressed):
                 progress.step(event)
+            elif isinstance(event, p.WaitingForCpu):
+                progress.note(describe_image_wait(event, remote) + " ...")
             elif isinstance(event, p.ImageGenerated):
                 # The saved parameters make exactly this image: its own seed, one image.
                 saved = imaging.ImageParams.from_dict(params.to_dict())
@@ -501,6 +514,12 @@ def run_chat(args: argparse.Namespace) -> int:
         settings=settings,
         threads=threads,
     )
+    if args.attach:
+        try:
+            attach_to_request(args.attach, host, request, settings)
+        except CliError:
+            host.shutdown()
+            raise
 
     # The reply is model output: on a terminal its control characters are shown
     # (a CRLF split across two tokens too); into a pipe or file it is exact.
@@ -527,6 +546,33 @@ def run_chat(args: argparse.Namespace) -> int:
     finally:
         host.shutdown()
     return 0
+
+
+def attach_to_request(paths: Sequence[str], host: Any, request: Any, settings: Any) -> list[Any]:
+    """Add the files to the last (user) message of ``request``, as the Chat panel does.
+
+    Trims are said on stderr, one line each; CliError (one line) for a file
+    refused, and then nothing is sent. Returns the attachments (tui.attachments).
+    """
+    from tui import locations
+    from tui.attachments import AttachmentError, with_attachments
+    from tui.engines.host import EngineHost
+    from tui.services.attach import attach_files
+
+    speech = EngineHost("speech", log_dir=locations.logs_dir())
+    try:
+        found, notices = attach_files(
+            paths, backend=host, request=request, speech_host=speech, settings=settings
+        )
+    except AttachmentError as error:
+        raise CliError(str(error)) from None
+    finally:
+        speech.shutdown()
+    for notice in notices:
+        print(f"triptych: {one_line(notice)}", file=sys.stderr)
+    last = request.messages[-1]
+    last.content = with_attachments(last.content, found)
+    return found
 
 
 def run_tui(args: argparse.Namespace) -> int:
@@ -588,6 +634,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tui.servers_cli import run_servers
 
         return run_servers(args)
+    if args.command == "export":
+        from tui.export_cli import run_export
+
+        return run_export(args)
+    if args.command == "import":
+        from tui.export_cli import run_import
+
+        return run_import(args)
     return run_tui(args)
 
 

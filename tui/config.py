@@ -89,10 +89,11 @@ class Settings:
     speech_use_gpu: bool = True
     """Speech engine: use the GPU when whisper.cpp was built with one."""
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Remote OpenAI-compatible servers by name: {url, api_key_env, api_key_file, model, timeout_s}.
-    A chat model spec ``server:NAME`` or ``server:NAME/MODEL`` uses one (tui/backends).
-    The API key itself is never stored here: api_key_env names the variable holding
-    it, api_key_file the 0600 file a key typed once is kept in (tui/backends/keys.py)."""
+    """Remote OpenAI-compatible servers by name: {url, api_key_env, api_key_file, model, timeout_s,
+    image_api ('auto', 'sdcpp' or 'openai')}. A model spec ``server:NAME`` or
+    ``server:NAME/MODEL`` uses one (tui/backends). The API key itself is never stored
+    here: api_key_env names the variable holding it, api_key_file the 0600 file a key
+    typed once is kept in (tui/backends/keys.py)."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:

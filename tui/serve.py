@@ -7,8 +7,10 @@ queue; a client that disconnects has its work cancelled (``host.cancel()``), eve
 the model is still loading.
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (streamed
-as server-sent events or not), ``POST /v1/images/generations`` (b64_json) and
-``POST /v1/audio/transcriptions`` (multipart; json, text, srt, verbose_json, vtt).
+as server-sent events or not), ``POST /v1/images/generations`` (b64_json; the edits
+endpoint and stable-diffusion.cpp's native job API are in :mod:`tui.serve_images`) and
+``POST /v1/audio/transcriptions`` and ``POST /v1/audio/translations`` (to English;
+multipart; json, text, srt, verbose_json, vtt).
 Requests are built with the same builders as the panels and the CLI use
 (:func:`tui.services.chat.chat_request`, :func:`tui.services.imagine.build_request`,
 :func:`tui.services.listen.transcribe_request`). Served with uvicorn; loopback only
@@ -145,16 +147,20 @@ class Engines:
         engine: str,
         request: Any,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
+        started: Callable[[], None] | None = None,
     ) -> AsyncIterator[Any]:
         """The request's engine events; its turn comes after the requests before it.
 
         The work is cancelled when the consumer stops early (a streaming client went
         away) or when ``disconnected()`` turns true. The engine's turn passes on only
-        when the engine has finished with this request.
+        when the engine has finished with this request. ``started()`` is called when
+        its turn has come.
         """
         turn = self._turn(engine)
         host = self.hosts[engine]
         await turn.acquire()
+        if started is not None:
+            started()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
@@ -336,6 +342,10 @@ def create_app(
     if api_key is not None:
         app.add_middleware(_RequireKey, api_key=api_key)
 
+    from tui.serve_images import add_image_routes
+
+    add_image_routes(app, engines, models.image, settings)
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "models": {k: model_id(v) for k, v in models.by_modality().items()}}
@@ -439,6 +449,30 @@ def create_app(
         prompt: str = Form(""),
         response_format: str = Form("json"),
     ) -> Response:
+        return await _speech(request, file, model, language, prompt, response_format)
+
+    @app.post("/v1/audio/translations")
+    async def audio_translations(
+        request: Request,
+        file: UploadFile,
+        model: str = Form(""),
+        prompt: str = Form(""),
+        response_format: str = Form("json"),
+    ) -> Response:
+        """Speech in any language, written in English (whisper's translate task)."""
+        return await _speech(request, file, model, "auto", prompt, response_format, translate=True)
+
+    async def _speech(
+        request: Request,
+        file: UploadFile,
+        model: str,
+        language: str,
+        prompt: str,
+        response_format: str,
+        *,
+        translate: bool = False,
+    ) -> Response:
+        """Transcribe (or translate to English) one upload with the speech engine."""
         _check_model(model, models.speech, "speech")
         assert models.speech is not None
         fmt = response_format.strip().lower() or "json"
@@ -464,6 +498,7 @@ def create_app(
                 audio_path=audio,
                 model=models.speech,
                 language=language.strip() or None,
+                translate=translate,
                 initial_prompt=prompt,
                 n_threads=engines.threads,
             )
@@ -480,6 +515,8 @@ def create_app(
                     raise ApiError(499, "the transcription was cancelled", code="cancelled")
         finally:
             audio.unlink(missing_ok=True)
+        if translate:
+            return _transcript_response(segments, fmt, "english", duration, task="translate")
         return _transcript_response(segments, fmt, engine_request.language, duration)
 
     return app
@@ -727,7 +764,9 @@ def _spool_upload(upload: UploadFile, suffix: str) -> Path:
     return Path(name)
 
 
-def _transcript_response(segments: list[Any], fmt: str, language: str, duration: float) -> Response:
+def _transcript_response(
+    segments: list[Any], fmt: str, language: str, duration: float, task: str = "transcribe"
+) -> Response:
     from tui import transcript
 
     cleaned = transcript.clean_segments(segments)
@@ -737,7 +776,7 @@ def _transcript_response(segments: list[Any], fmt: str, language: str, duration:
     if fmt == "verbose_json":
         return JSONResponse(
             {
-                "task": "transcribe",
+                "task": task,
                 "language": language,
                 "duration": round(duration, 3),
                 "text": text,

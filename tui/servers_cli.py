@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from tui.backends.keys import KeyFileError, delete_key, key_file, store_key
-from tui.backends.servers import BackendError, server_config
+from tui.backends.servers import IMAGE_APIS, BackendError, server_config
 from tui.cli_support import CliError, load_settings
 from tui.config import Settings
 from tui.safe_text import for_stream
@@ -47,6 +47,13 @@ def add_parser(sub: Any) -> None:
         "--api-key-stdin", action="store_true", help="read the key from one line of stdin"
     )
     add.add_argument("--timeout", type=float, default=None, metavar="S", help="seconds")
+    add.add_argument(
+        "--image-api",
+        choices=IMAGE_APIS,
+        default="auto",
+        help="image API: sdcpp (stable-diffusion.cpp's job API, with progress and Stop),"
+        " openai (/v1/images/*), or auto (ask the server; default)",
+    )
     rm = ssub.add_parser("rm", help="remove a server")
     rm.add_argument("name", metavar="NAME")
     models = ssub.add_parser("models", help="the models a server offers (GET /v1/models)")
@@ -69,6 +76,8 @@ def run_servers(args: argparse.Namespace) -> int:
                 parts.append(f"key=${entry['api_key_env']}")
             if entry.get("api_key_file"):
                 parts.append(f"key file={entry['api_key_file']}")
+            if entry.get("image_api"):
+                parts.append(f"image api={entry['image_api']}")
             print(for_stream("  ".join(parts), sys.stdout))
         return 0
     if command == "add":
@@ -79,6 +88,8 @@ def run_servers(args: argparse.Namespace) -> int:
             entry["api_key_env"] = args.api_key_env
         if args.timeout is not None:
             entry["timeout_s"] = args.timeout
+        if args.image_api != "auto":
+            entry["image_api"] = args.image_api
         typed_key = _typed_key(args) if args.api_key or args.api_key_stdin else ""
         if typed_key:
             try:

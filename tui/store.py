@@ -31,8 +31,8 @@ import shlex
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -41,7 +41,7 @@ from tui import locations
 
 T = TypeVar("T")
 
-ROLES = ("system", "user", "assistant", "error")
+ROLES = ("system", "user", "assistant", "error", "image")
 """Valid values of :attr:`Message.role`."""
 
 STATES = ("complete", "streaming", "stopped", "error", "interrupted")
@@ -121,6 +121,32 @@ class Message:
     created: float
     updated: float
     stats: dict[str, Any] | None
+    image_id: int | None = None
+    """For role 'image': the gallery image shown here (None once it was deleted)."""
+
+
+ATTACHMENT_KINDS = ("text", "code", "markdown", "pdf", "audio", "recording")
+
+
+@dataclass
+class Attachment:
+    """A file's text sent with a user message (the file itself is not kept)."""
+
+    id: int
+    message_id: int
+    name: str
+    """The file name as the user saw it (untrusted: show it through safe_text)."""
+    kind: str
+    """One of ATTACHMENT_KINDS: how the text was obtained."""
+    content: str
+    """The text given to the model (extracted, transcribed, trimmed as noted)."""
+    source: str
+    """The path it was read from, or 'recording:ID'."""
+    tokens: int
+    """Tokens of ``content`` as the chat model counted them (0: not counted)."""
+    note: str
+    """What was done to fit it, e.g. 'trimmed to the first 900 of 4000 tokens' ('' if whole)."""
+    created: float
 
 
 # --------------------------------------------------------------------------
@@ -231,11 +257,40 @@ def _migrate_v4(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_v5(conn: sqlite3.Connection) -> None:
+    """Version 5: files attached to messages, and images that are part of a conversation.
+
+    An image in a conversation is a message with role 'image' whose content is
+    its prompt and whose ``image_id`` points at the gallery row (NULL once the
+    image is deleted from the gallery).
+    """
+    conn.execute(
+        """
+        CREATE TABLE attachments (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            name       TEXT    NOT NULL,
+            kind       TEXT    NOT NULL DEFAULT 'text',
+            content    TEXT    NOT NULL DEFAULT '',
+            source     TEXT    NOT NULL DEFAULT '',
+            tokens     INTEGER NOT NULL DEFAULT 0,
+            note       TEXT    NOT NULL DEFAULT '',
+            created    REAL    NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX attachments_by_message ON attachments(message_id, id)")
+    conn.execute(
+        "ALTER TABLE messages ADD COLUMN image_id INTEGER REFERENCES images(id) ON DELETE SET NULL"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
     _migrate_v4,
+    _migrate_v5,
     # append new versions here, never edit old ones
 ]
 
@@ -337,7 +392,13 @@ def _message(row: sqlite3.Row) -> Message:
         created=row["created"],
         updated=row["updated"],
         stats=_load_json(row["stats"]),
+        image_id=row["image_id"],
     )
+
+
+def _attachment(row: sqlite3.Row) -> Attachment:
+    # The columns are the dataclass's fields, by name.
+    return Attachment(**{f.name: row[f.name] for f in fields(Attachment)})
 
 
 def _image(row: sqlite3.Row) -> ImageRecord:
@@ -833,6 +894,8 @@ class Store:
         content: str,
         state: str = "complete",
         stats: dict[str, Any] | None = None,
+        *,
+        image_id: int | None = None,
     ) -> Message:
         _check_role(role)
         _check_state(state)
@@ -850,14 +913,14 @@ class Store:
                 )
             cursor = conn.execute(
                 "INSERT INTO messages"
-                " (conversation_id, role, content, state, created, updated, stats)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, state, now, now, stats_json),
+                " (conversation_id, role, content, state, created, updated, stats, image_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, state, now, now, stats_json, image_id),
             )
             return int(cursor.lastrowid or 0)
 
         new_id = self._write(insert)
-        return Message(new_id, conversation_id, role, content, state, now, now, stats)
+        return Message(new_id, conversation_id, role, content, state, now, now, stats, image_id)
 
     def update_message(
         self,
@@ -976,6 +1039,56 @@ class Store:
                 ).rowcount
             )
         )
+
+    # -- attachments -----------------------------------------------------------
+
+    def add_attachment(
+        self,
+        message_id: int,
+        name: str,
+        kind: str,
+        content: str,
+        *,
+        source: str = "",
+        tokens: int = 0,
+        note: str = "",
+    ) -> Attachment:
+        """Keep a file's text with the message it was sent with."""
+        if kind not in ATTACHMENT_KINDS:
+            raise ValueError(
+                f"unknown attachment kind {kind!r} (expected one of {', '.join(ATTACHMENT_KINDS)})"
+            )
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO attachments"
+                " (message_id, name, kind, content, source, tokens, note, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (message_id, name, kind, content, source, tokens, note, now),
+            )
+            return int(cursor.lastrowid or 0)
+
+        new_id = self._write(insert)
+        return Attachment(new_id, message_id, name, kind, content, source, tokens, note, now)
+
+    def attachments_for(self, message_ids: Iterable[int]) -> dict[int, list[Attachment]]:
+        """The attachments of each of ``message_ids`` that has any, in the order added."""
+        ids = sorted(set(message_ids))
+        found: dict[int, list[Attachment]] = {}
+        # SQLite limits bound parameters; a long history is asked for in chunks.
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._read(
+                lambda c, chunk=chunk, marks=marks: c.execute(
+                    f"SELECT * FROM attachments WHERE message_id IN ({marks}) ORDER BY id",
+                    chunk,
+                ).fetchall()
+            )
+            for row in rows:
+                found.setdefault(row["message_id"], []).append(_attachment(row))
+        return found
 
     # -- images ----------------------------------------------------------------
 
@@ -1131,3 +1244,246 @@ class Store:
                 (key, text, time.time(), key, key),
             )
         )
+
+    # -- search everything -----------------------------------------------------
+
+    def search(self, query: str, *, limit: int = 50) -> list[SearchHit]:
+        """Everything that contains ``query`` (any case; ``%`` and ``_`` literal), newest first.
+
+        Looks at conversation titles, message text, attachment names and text,
+        recording names and transcripts, and image prompts; at most ``limit`` hits.
+        """
+        query = query.strip()
+        if not query or limit <= 0:
+            return []
+        title, param = _contains("c.title", query)
+        content, _ = _contains("m.content", query)
+        name, _ = _contains("a.name", query)
+        text, _ = _contains("a.content", query)
+        prompt, _ = _contains("i.prompt", query)
+        bound = int(limit)
+        queries = {
+            "conversation": (
+                f"SELECT c.id AS id, c.id AS conversation_id, NULL AS message_id, c.title AS title,"
+                f" c.title AS text, c.updated AS time FROM conversations AS c WHERE {title}"
+                f" ORDER BY c.updated DESC LIMIT {bound}"
+            ),
+            "message": (
+                "SELECT m.id AS id, m.conversation_id AS conversation_id, m.id AS message_id,"
+                " c.title AS title, m.content AS text, m.updated AS time"
+                " FROM messages AS m JOIN conversations AS c ON c.id = m.conversation_id"
+                f" WHERE {content} ORDER BY m.updated DESC LIMIT {bound}"
+            ),
+            "attachment": (
+                "SELECT a.id AS id, m.conversation_id AS conversation_id, a.message_id AS"
+                f" message_id, a.name AS title, CASE WHEN {name} THEN a.name ELSE a.content END"
+                " AS text, a.created AS time FROM attachments AS a"
+                f" JOIN messages AS m ON m.id = a.message_id WHERE {name} OR {text}"
+                f" ORDER BY a.created DESC LIMIT {bound}"
+            ),
+            "image": (
+                "SELECT i.id AS id, NULL AS conversation_id, NULL AS message_id, i.prompt AS"
+                f" title, i.prompt AS text, i.created AS time FROM images AS i WHERE {prompt}"
+                f" ORDER BY i.created DESC LIMIT {bound}"
+            ),
+        }
+        hits: list[SearchHit] = []
+        for kind, sql in queries.items():
+            rows = self._read(lambda c, sql=sql: c.execute(sql, (param,)).fetchall())
+            hits += [
+                SearchHit(
+                    kind=kind,
+                    id=row["id"],
+                    conversation_id=row["conversation_id"],
+                    message_id=row["message_id"],
+                    title=row["title"] or "",
+                    snippet=search_snippet(row["text"] or "", query),
+                    time=row["time"],
+                )
+                for row in rows
+            ]
+        hits += self._search_recordings(query, bound)
+        hits.sort(key=lambda hit: hit.time, reverse=True)
+        return hits[:bound]
+
+    def _search_recordings(self, query: str, limit: int) -> list[SearchHit]:
+        """Recordings whose name or transcript text contains ``query``.
+
+        The transcript is stored as JSON (non-ASCII escaped), so SQL only narrows
+        the candidates for a plain ASCII query; the match itself is decided on
+        the segments' text.
+        """
+        sql = "SELECT * FROM recordings"
+        args: list[Any] = []
+        if query.isascii() and '"' not in query and "\\" not in query:
+            name, param = _contains("name", query)
+            words, _ = _contains("transcript", query)
+            sql += f" WHERE {name} OR {words}"
+            args.append(param)
+        sql += " ORDER BY created DESC, id DESC"
+        needle = query.casefold()
+        hits: list[SearchHit] = []
+        for row in self._read(lambda c: c.execute(sql, args).fetchall()):
+            record = _recording(row)
+            spoken = " ".join(
+                str(s.get("text", "")).strip() for s in record.transcript if isinstance(s, dict)
+            )
+            where = record.name if needle in record.name.casefold() else spoken
+            if needle not in where.casefold():
+                continue
+            hits.append(
+                SearchHit(
+                    kind="recording",
+                    id=record.id,
+                    conversation_id=None,
+                    message_id=None,
+                    title=record.name,
+                    snippet=search_snippet(where, query),
+                    time=record.created,
+                )
+            )
+            if len(hits) >= limit:
+                break
+        return hits
+
+    # -- importing a whole conversation ----------------------------------------
+
+    def insert_conversation(
+        self,
+        conversation: Conversation,
+        messages: list[tuple[Message, list[Attachment], ImageRecord | None]],
+    ) -> Conversation:
+        """Add a conversation with its messages, attachments and images in one transaction.
+
+        For an import: the times and fields are kept as given, every id is new
+        (the ids in the arguments are ignored), and the image of a message (its
+        file already in place) gets a new gallery row linked to it. Nothing is
+        written when any part fails (StoreError, or ValueError for an unknown
+        role, state or attachment kind).
+        """
+        for message, attachments, _image_record in messages:
+            _check_role(message.role)
+            _check_state(message.state)
+            for attachment in attachments:
+                if attachment.kind not in ATTACHMENT_KINDS:
+                    raise ValueError(f"unknown attachment kind {attachment.kind!r}")
+
+        def insert(conn: sqlite3.Connection) -> int:
+            conversation_id = int(
+                conn.execute(
+                    "INSERT INTO conversations"
+                    " (title, created, updated, system_prompt, model, sampling)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        conversation.title,
+                        conversation.created,
+                        conversation.updated,
+                        conversation.system_prompt,
+                        conversation.model,
+                        json.dumps(conversation.sampling),
+                    ),
+                ).lastrowid
+                or 0
+            )
+            for message, attachments, image in messages:
+                image_id = None
+                if image is not None:
+                    image_id = conn.execute(
+                        "INSERT INTO images"
+                        " (path, prompt, seed, width, height, params, seconds, created)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            image.path,
+                            image.prompt,
+                            image.seed,
+                            image.width,
+                            image.height,
+                            json.dumps(image.params),
+                            image.seconds,
+                            image.created,
+                        ),
+                    ).lastrowid
+                message_id = conn.execute(
+                    "INSERT INTO messages"
+                    " (conversation_id, role, content, state, created, updated, stats, image_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        conversation_id,
+                        message.role,
+                        message.content,
+                        message.state,
+                        message.created,
+                        message.updated,
+                        json.dumps(message.stats) if message.stats is not None else None,
+                        image_id,
+                    ),
+                ).lastrowid
+                conn.executemany(
+                    "INSERT INTO attachments"
+                    " (message_id, name, kind, content, source, tokens, note, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            message_id,
+                            a.name,
+                            a.kind,
+                            a.content,
+                            a.source,
+                            a.tokens,
+                            a.note,
+                            a.created,
+                        )
+                        for a in attachments
+                    ],
+                )
+            return conversation_id
+
+        new_id = self._write(insert)
+        stored = self.get_conversation(new_id)
+        if stored is None:
+            raise StoreError(f"could not save to {self.path}: the imported conversation is gone")
+        return stored
+
+
+# --------------------------------------------------------------------------
+# Search everything
+# --------------------------------------------------------------------------
+
+SEARCH_KINDS = ("conversation", "message", "attachment", "recording", "image")
+"""Valid values of :attr:`SearchHit.kind`."""
+
+
+@dataclass
+class SearchHit:
+    """One thing :meth:`Store.search` found."""
+
+    kind: str
+    """One of SEARCH_KINDS."""
+    id: int
+    """The row of that kind (conversation, message, attachment, recording or image)."""
+    conversation_id: int | None
+    """The conversation it belongs to (None for recordings and gallery images)."""
+    message_id: int | None
+    """The message it is or belongs to (messages and attachments)."""
+    title: str
+    """Conversation title, attachment or recording name, image prompt (untrusted)."""
+    snippet: str
+    """One line around the first match (untrusted: show it through safe_text)."""
+    time: float
+
+
+SNIPPET_BEFORE = 30
+SNIPPET_AFTER = 60
+
+
+def search_snippet(text: str, query: str) -> str:
+    """One line of ``text`` around the first place it contains ``query`` (any case)."""
+    flat = " ".join(text.split())
+    at = flat.casefold().find(query.casefold())
+    if at < 0 or len(flat) != len(flat.casefold()):
+        at = flat.lower().find(query.lower())
+    if at < 0:
+        return flat[: SNIPPET_BEFORE + SNIPPET_AFTER] + ("…" if len(flat) > 90 else "")
+    start = max(0, at - SNIPPET_BEFORE)
+    end = min(len(flat), at + len(query) + SNIPPET_AFTER)
+    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")

@@ -32,6 +32,15 @@ MAX_BODY_BYTES = 8 << 20
 """Most bytes a reply that is not an event stream (models list, error) may take."""
 
 
+CHARS_PER_TOKEN = 4
+"""Characters a token, roughly, for counts without the server's tokenizer."""
+
+
+def estimate_tokens(text: str) -> int:
+    """About how many tokens ``text`` is (CHARS_PER_TOKEN characters a token)."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
 class ResponseTooLarge(BackendError):
     """A server sent more than the caps above: reading stops before memory grows."""
 
@@ -237,8 +246,17 @@ class RemoteChatBackend(RemoteHostFace):
 
     # --- requests --------------------------------------------------------------
 
-    def submit(self, request: p.ChatRequest) -> Iterator[Any]:
-        """Stream the reply to ``request``; ends with GenerationFinished or EngineFailed."""
+    def submit(self, request: p.ChatRequest | p.CountTokens) -> Iterator[Any]:
+        """Stream the reply to ``request``; ends with GenerationFinished or EngineFailed.
+
+        CountTokens is answered here, without the server: about CHARS_PER_TOKEN
+        characters a token, marked as estimates.
+        """
+        if isinstance(request, p.CountTokens):
+            counts = [estimate_tokens(text) for text in request.texts]
+            yield p.TokensCounted(counts, request.n_ctx, estimated=True)
+            yield p.GenerationFinished("stop")
+            return
         self._active = True
         try:
             yield from self._run(request)

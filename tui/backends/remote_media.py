@@ -1,8 +1,11 @@
 """Images and transcription on a remote OpenAI-compatible server.
 
-:class:`RemoteImageBackend` sends ``POST /v1/images/generations`` and
-:class:`RemoteSpeechBackend` ``POST /v1/audio/transcriptions`` (multipart,
-``verbose_json`` for segments with times) through the official ``openai``
+:class:`RemoteImageBackend` uses stable-diffusion.cpp's native job API
+(:mod:`tui.backends.sdcpp`) where the server has it, else ``POST
+/v1/images/generations`` (``/v1/images/edits`` for image-to-image), and
+:class:`RemoteSpeechBackend` ``POST /v1/audio/transcriptions`` or, to translate to
+English, ``/v1/audio/translations`` (multipart, ``verbose_json`` for segments with
+times) through the official ``openai``
 client. Their ``submit`` yields the same protocol events as the local image and
 speech engines, so the services and the CLI need no special case. A plain
 OpenAI server reports no step progress: an image arrives whole.
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import io
 import tempfile
 import threading
 import time
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tui.backends import sdcpp
 from tui.backends.remote import POLL_S, RemoteHostFace, describe_error
 from tui.backends.servers import ServerConfig
 from tui.engines import protocol as p
@@ -74,13 +77,14 @@ class _RemoteMediaBackend(RemoteHostFace, abc.ABC):
     def shutdown(self) -> None:
         self.cancel()
 
-    def _call(self, work: Callable[[Any], Awaitable[Any]]) -> tuple[str, Any]:
+    def _call(
+        self, work: Callable[[Any], Awaitable[Any]], client: Callable[[], Any] | None = None
+    ) -> tuple[str, Any]:
         """Run ``work(client)``: ('ok', result), ('error', exception) or ('cancelled', None).
 
+        ``client`` makes the async client (default: the openai one for this server).
         Blocks until it ends; a :meth:`cancel` ends it within CANCEL_WAIT_S.
         """
-        import openai
-
         outcome: dict[str, Any] = {}
         done = threading.Event()
 
@@ -90,15 +94,20 @@ class _RemoteMediaBackend(RemoteHostFace, abc.ABC):
                     raise asyncio.CancelledError
                 self._loop = asyncio.get_running_loop()
                 self._task = asyncio.current_task()
-            client = openai.AsyncOpenAI(
-                base_url=self.server.url,
-                # The client insists on a key; servers without auth ignore this one.
-                api_key=self._api_key or "none",
-                timeout=self.server.timeout_s,
-                max_retries=0,
-            )
-            async with client:
-                return await work(client)
+            if client is not None:
+                http = client()
+            else:
+                import openai
+
+                http = openai.AsyncOpenAI(
+                    base_url=self.server.url,
+                    # The client insists on a key; servers without auth ignore this one.
+                    api_key=self._api_key or "none",
+                    timeout=self.server.timeout_s,
+                    max_retries=0,
+                )
+            async with http:
+                return await work(http)
 
         def main() -> None:
             try:
@@ -158,30 +167,40 @@ class _RemoteMediaBackend(RemoteHostFace, abc.ABC):
         )
 
 
-def _png_size(png: bytes) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as image:
-        if image.format != "PNG":
-            raise ValueError(f"the server sent a {image.format} image, not a PNG")
-        return image.size
-
-
 class RemoteImageBackend(_RemoteMediaBackend):
-    """Text-to-image on a server (``POST /v1/images/generations``, b64_json PNGs)."""
+    """Images on a server: stable-diffusion.cpp's native job API where the server has it
+    (progress, queue position, Stop), else ``POST /v1/images/generations`` and, for
+    image-to-image, ``POST /v1/images/edits`` (b64_json PNGs).
+
+    The server's ``image_api`` setting chooses; 'auto' asks GET /sdcpp/v1/capabilities
+    once per backend.
+    """
 
     engine = "image"
 
+    def __init__(self, server: ServerConfig, model: str = "") -> None:
+        super().__init__(server, model)
+        self._image_api = server.image_api if server.image_api != "auto" else ""
+        """'sdcpp' or 'openai' once known ('' until an 'auto' server was asked)."""
+        self.job_id = ""
+        """The id of the last native job submitted ('' before the first)."""
+
+    @property
+    def image_api(self) -> str:
+        """The API the requests use: 'sdcpp' or 'openai'. Blocks once to ask an 'auto' server."""
+        if not self._image_api:
+            native = sdcpp.speaks_native(self.server, self._api_key)
+            if native is None:
+                # Unreachable: the OpenAI request says why; ask again next time.
+                return "openai"
+            self._image_api = "sdcpp" if native else "openai"
+        return self._image_api
+
     def _run(self, request: p.ImageRequest) -> Iterator[Any]:
-        rid = request.request_id
-        if request.init_image is not None:
-            yield p.EngineFailed(
-                f"server {self.server.name}: image-to-image is not available on remote"
-                " servers; clear the init image",
-                kind="input",
-                request_id=rid,
-            )
+        if self.image_api == "sdcpp":
+            yield from sdcpp.run_job(self, request)
             return
+        rid = request.request_id
         params: dict[str, Any] = {
             "prompt": request.prompt,
             "size": f"{request.width}x{request.height}",
@@ -199,8 +218,19 @@ class RemoteImageBackend(_RemoteMediaBackend):
         }
         if self.model:
             params["model"] = self.model
+        if request.init_image is not None:
+            params["image"] = ("init.png", request.init_image, "image/png")
+            params["extra_body"]["strength"] = request.strength
+
+            def work(client: Any) -> Awaitable[Any]:
+                return client.images.edit(**params)
+        else:
+
+            def work(client: Any) -> Awaitable[Any]:
+                return client.images.generate(**params)
+
         started = time.monotonic()
-        kind, result = self._call(lambda client: client.images.generate(**params))
+        kind, result = self._call(work)
         elapsed = time.monotonic() - started
         ended = self._ended_early(kind, result, elapsed, rid)
         if ended is not None:
@@ -218,7 +248,7 @@ class RemoteImageBackend(_RemoteMediaBackend):
         for index, item in enumerate(items):
             try:
                 png = base64.b64decode(item.b64_json or "", validate=True)
-                width, height = _png_size(png)
+                width, height = sdcpp.png_size(png)
             except (binascii.Error, ValueError, OSError) as error:
                 yield self._failed(ValueError(f"image {index + 1}: {error}"), rid)
                 return
@@ -235,20 +265,13 @@ class RemoteImageBackend(_RemoteMediaBackend):
 
 
 class RemoteSpeechBackend(_RemoteMediaBackend):
-    """Transcription on a server (``POST /v1/audio/transcriptions``, verbose_json)."""
+    """Transcription on a server (``POST /v1/audio/transcriptions``, verbose_json);
+    a request to translate goes to ``POST /v1/audio/translations`` (English text)."""
 
     engine = "speech"
 
     def _run(self, request: p.TranscribeRequest) -> Iterator[Any]:
         rid = request.request_id
-        if request.translate:
-            yield p.EngineFailed(
-                f"server {self.server.name}: translating to English is only available"
-                " with a local speech model",
-                kind="input",
-                request_id=rid,
-            )
-            return
         started = time.monotonic()
         temporary: Path | None = None
         try:
@@ -287,11 +310,17 @@ class RemoteSpeechBackend(_RemoteMediaBackend):
                 "file": (audio.name, handle),
                 "response_format": "verbose_json",
             }
-            if language and language != "auto":
+            if language and language != "auto" and not request.translate:
                 params["language"] = language
             if request.initial_prompt:
                 params["prompt"] = request.initial_prompt
-            kind, result = self._call(lambda client: client.audio.transcriptions.create(**params))
+            if request.translate:
+                # /v1/audio/translations: any spoken language, English text; no language field.
+                kind, result = self._call(lambda client: client.audio.translations.create(**params))
+            else:
+                kind, result = self._call(
+                    lambda client: client.audio.transcriptions.create(**params)
+                )
         elapsed = time.monotonic() - started
         ended = self._ended_early(kind, result, elapsed, rid)
         if ended is not None:

@@ -10,6 +10,8 @@ from tui.config import Settings
 
 REMOTE_PREFIX = "server:"
 DEFAULT_TIMEOUT_S = 120.0
+IMAGE_APIS = ("auto", "sdcpp", "openai")
+"""What a server's image_api may say."""
 """How long a server may stay silent (connecting, or between two streamed parts)."""
 
 
@@ -31,6 +33,9 @@ class ServerConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     api_key_file: str = ""
     """Path of the 0600 file holding a key typed once ('' when none was typed)."""
+    image_api: str = "auto"
+    """Which image API the server speaks: 'sdcpp' (stable-diffusion.cpp's native job API),
+    'openai' (/v1/images/generations and /v1/images/edits), or 'auto' (ask the server)."""
 
     def api_key(self) -> str:
         """The key: the named environment variable first, then the key file.
@@ -94,6 +99,11 @@ def server_config(name: str, settings: Settings) -> ServerConfig:
         raise BackendError(f"server {name}: timeout_s is not a number") from None
     if timeout <= 0:
         raise BackendError(f"server {name}: timeout_s must be more than 0")
+    image_api = str(entry.get("image_api", "auto")).strip() or "auto"
+    if image_api not in IMAGE_APIS:
+        raise BackendError(
+            f"server {name}: image_api {image_api!r} is not one of {', '.join(IMAGE_APIS)}"
+        )
     return ServerConfig(
         name=name,
         url=url,
@@ -101,4 +111,5 @@ def server_config(name: str, settings: Settings) -> ServerConfig:
         model=str(entry.get("model", "")).strip(),
         timeout_s=timeout,
         api_key_file=str(entry.get("api_key_file", "")).strip(),
+        image_api=image_api,
     )

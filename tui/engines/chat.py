@@ -20,6 +20,24 @@ from tui.formats.gguf import read_gguf_info
 
 MIN_REPLY_TOKENS = 64
 """Room kept free for the reply when older messages must be dropped to fit."""
+WORD_JOINER = "\u2060"
+"""Put inside a control token's text in a message, so that it stays plain text."""
+
+
+def defuse_control_tokens(text: str, controls: tuple[str, ...]) -> str:
+    """``text`` with every occurrence of a control token's text (``<|im_end|>``) broken.
+
+    The formatted prompt is tokenized with special tokens parsed, which the chat
+    template needs; without this, a message, an attached file or a pasted reply
+    holding ``<|im_end|><|im_start|>system`` would end its turn and start one the
+    user never wrote. A word joiner after the first character keeps the text
+    readable to the model while no longer matching the token. ``controls`` is
+    longest first, so a token containing another is broken whole.
+    """
+    for control in controls:
+        if control in text:
+            text = text.replace(control, control[0] + WORD_JOINER + control[1:])
+    return text
 
 
 class ChatEngine:
@@ -27,10 +45,12 @@ class ChatEngine:
         self.llm: Any = None
         self.formatter: Any = None
         self.key: tuple[Any, ...] | None = None
+        self.controls: tuple[str, ...] = ()
+        """Texts of the model's control tokens, longest first (see defuse_control_tokens)."""
 
     # --- loading ------------------------------------------------------------
 
-    def _load(self, request: p.ChatRequest, channel: Channel) -> bool:
+    def _load(self, request: p.ChatRequest | p.CountTokens, channel: Channel) -> bool:
         # Bounded here too, so that no request can ask for more threads than CPUs.
         threads = bound_threads(request.n_threads)
         key = (request.model_path, request.n_ctx, threads, request.gpu_layers)
@@ -67,6 +87,7 @@ class ChatEngine:
             )
             return False
         self.formatter = self._make_formatter()
+        self.controls = self._control_texts()
         self.key = key
         channel.emit(
             p.ModelLoaded(
@@ -97,10 +118,25 @@ class ChatEngine:
         # No template in the file: ChatML is what most small instruct models use.
         return llama_chat_format.format_chatml
 
+    def _control_texts(self) -> tuple[str, ...]:
+        """The texts of the vocabulary's control tokens (about 50 ms for 50,000 tokens)."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        texts = set()
+        for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+            if llama_cpp.llama_vocab_get_attr(vocab, token) & control:
+                text = llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8", "replace")
+                if len(text) > 1:
+                    texts.add(text)
+        return tuple(sorted(texts, key=len, reverse=True))
+
     def _unload(self) -> None:
         if self.llm is not None:
             self.llm.close()
         self.llm = self.formatter = self.key = None
+        self.controls = ()
 
     # --- requests -----------------------------------------------------------
 
@@ -109,12 +145,29 @@ class ChatEngine:
             self._unload()
         elif isinstance(request, p.ChatRequest):
             self.chat(request, channel)
+        elif isinstance(request, p.CountTokens):
+            self.count_tokens(request, channel)
         else:
             channel.emit(p.EngineFailed(f"unknown request {type(request).__name__}", "internal"))
 
+    def count_tokens(self, request: p.CountTokens, channel: Channel) -> None:
+        """Tokens of each text as the model's tokenizer splits it (no BOS, no template)."""
+        if not self._load(request, channel):
+            return
+        llm = self.llm
+        counts = [
+            len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
+            for text in request.texts
+        ]
+        channel.emit(p.TokensCounted(counts, llm.n_ctx(), request_id=request.request_id))
+        channel.emit(p.GenerationFinished("stop", request_id=request.request_id))
+
     def _prompt(self, messages: list[p.ChatMessage]) -> tuple[list[int], Any]:
         formatted = self.formatter(
-            messages=[{"role": m.role, "content": m.content} for m in messages]
+            messages=[
+                {"role": m.role, "content": defuse_control_tokens(m.content, self.controls)}
+                for m in messages
+            ]
         )
         tokens = self.llm.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True

@@ -93,6 +93,23 @@ class ChatRequest(Sampling):
 
 
 @dataclass
+class CountTokens:
+    """Count the tokens of each text with the chat model's own tokenizer.
+
+    Loads the model as a :class:`ChatRequest` with the same path, context size,
+    threads and GPU layers would (so a chat that follows reuses it). Answered
+    with :class:`TokensCounted` and then ``GenerationFinished('stop')``.
+    """
+
+    model_path: str
+    texts: list[str]
+    n_ctx: int = 4096
+    n_threads: int = 0
+    gpu_layers: int = 0
+    request_id: int = 0
+
+
+@dataclass
 class Cancel:
     """Stop the running request as soon as possible."""
 
@@ -141,6 +158,17 @@ class ContextTrimmed:
 
 
 @dataclass
+class TokensCounted:
+    """The answer to :class:`CountTokens`: one count per text, and the context size."""
+
+    counts: list[int]
+    n_ctx: int
+    estimated: bool = False
+    """True when the counts are estimates (a remote server: about 4 characters a token)."""
+    request_id: int = 0
+
+
+@dataclass
 class GenerationStats:
     tokens: int = 0
     prompt_tokens: int = 0
@@ -158,6 +186,9 @@ class GenerationFinished:
     reason: str
     stats: GenerationStats = field(default_factory=GenerationStats)
     request_id: int = 0
+    note: str = ""
+    """A line for the user on how it ended ('' when there is nothing to add), e.g. that a
+    stopped remote job goes on on its server."""
 
 
 @dataclass

@@ -22,12 +22,15 @@ from textual.worker import Worker, WorkerState
 from tui.cpu import describe_wait
 from tui.engines import protocol as p
 from tui.safe_text import one_line
+from tui.screens.chat_attach import AttachFromChat
+from tui.screens.chat_imagine import ImagineFromChat
 from tui.screens.chat_settings import ChatSettingsScreen, ConversationSettings
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from tui.services import chat as cs
 from tui.services.chat import NEW_TITLE, ChatError, ChatService
 from tui.store import Conversation, StoreError
 from tui.store import Message as StoredMessage
+from tui.widgets.attachment_bar import AttachmentBar
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.message_log import WINDOW, MessageData, MessageLog, MessageView, format_stats
@@ -42,10 +45,17 @@ DRAFT_SAVE_DELAY_S = 1.0
 
 
 def _as_data(message: StoredMessage) -> MessageData:
-    return MessageData(message.id, message.role, message.content, message.state, message.stats)
+    return MessageData(
+        message.id,
+        message.role,
+        message.content,
+        message.state,
+        message.stats,
+        image_id=message.image_id,
+    )
 
 
-class ChatScreen(Screen[None]):
+class ChatScreen(AttachFromChat, ImagineFromChat, Screen[None]):
     """Conversation list, message log and prompt."""
 
     CSS_PATH = "chat.tcss"
@@ -143,6 +153,32 @@ class ChatScreen(Screen[None]):
             show=False,
             tooltip="Copy the selected message, or the last reply",
         ),
+        Binding(
+            "f7",
+            "imagine",
+            "Imagine from the chat",
+            id="chat.imagine",
+            show=False,
+            priority=True,  # before the prompt's TextArea, which selects all on F7
+            tooltip="Picture the last exchange (or the selected message) with the image model",
+        ),
+        Binding(
+            "f6",
+            "attach",
+            "Attach file",
+            id="chat.attach",
+            show=False,
+            priority=True,  # before the prompt's own F6 (select line)
+            tooltip="Attach a text, code, Markdown, PDF or audio file, or a recording",
+        ),
+        Binding(
+            "shift+f6",
+            "detach_last",
+            "Remove attachment",
+            id="chat.detach",
+            show=False,
+            tooltip="Remove the last file attached to the next message",
+        ),
     ]
 
     generating: reactive[bool] = reactive(False)
@@ -184,7 +220,11 @@ class ChatScreen(Screen[None]):
         if self._service is None:
             app = self.tapp
             self._service = ChatService(
-                app.store, app.chat_host, lambda: app.settings, lambda: app.chat_model_override
+                app.store,
+                app.chat_host,
+                lambda: app.settings,
+                lambda: app.chat_model_override,
+                speech_host=app.speech_host,
             )
             # The status line of every panel says when the open conversation is remote.
             app.chat_service = self._service
@@ -196,6 +236,9 @@ class ChatScreen(Screen[None]):
 
     @conversation.setter
     def conversation(self, conversation: Conversation | None) -> None:
+        current = self.service.conversation
+        if (current.id if current else None) != (conversation.id if conversation else None):
+            self.service.attachments.clear()  # they belong to the next message of that one
         self.service.conversation = conversation
 
     @property
@@ -224,6 +267,7 @@ class ChatScreen(Screen[None]):
             with Vertical(id="main"):
                 yield Static("", id="chat-header")
                 yield MessageLog(id="log")
+                yield AttachmentBar(id="attachments")
                 self._prompt = PromptInput(
                     id="prompt", placeholder="Message (Enter sends, Ctrl+J newline)"
                 )
@@ -240,6 +284,8 @@ class ChatScreen(Screen[None]):
         self._unsubscribe = self.service.subscribe(
             lambda event: self.post_message(self.ServiceEvent(event))
         )
+        self.join_imagine()
+        self.join_attachments()
         self.refresh_list()
         try:
             latest = self.service.most_recent()
@@ -354,6 +400,7 @@ class ChatScreen(Screen[None]):
         self.save_for_exit()
         if self._unsubscribe is not None:
             self._unsubscribe()
+        self.leave_imagine()
 
     def save_for_exit(self) -> None:
         """Keep the reply streamed so far and the unsent prompt text (safe to call twice)."""
@@ -494,6 +541,7 @@ class ChatScreen(Screen[None]):
             self.notify("A reply is still being generated: Esc stops it", severity="warning")
             return
         self._swap_draft(None)
+        self.service.attachments.clear()
         await self.query_one(MessageLog).show([])
         self.refresh_list()
         self._update_header()
@@ -617,7 +665,8 @@ class ChatScreen(Screen[None]):
     @on(PromptInput.Submitted)
     async def _prompt_submitted(self, event: PromptInput.Submitted) -> None:
         text = event.text.strip()
-        if not text:
+        # Attachments alone are a message too ("here is the file").
+        if not text and not self.service.attachments.pending:
             return
         if self.generating:
             self.notify("Wait for the reply or stop it with Esc", severity="warning")
@@ -664,6 +713,8 @@ class ChatScreen(Screen[None]):
     @on(ServiceEvent)
     async def _service_event(self, message: ServiceEvent) -> None:
         event = message.event
+        if self.attachment_event(event):
+            return
         if isinstance(event, cs.TokenReceived):
             if self.reply_view is not None:
                 self.reply_view.append(event.text)
@@ -738,6 +789,8 @@ class ChatScreen(Screen[None]):
             self.notify(f"Dictation failed: {error}", severity="error", timeout=8)
 
     def action_stop(self) -> None:
+        if self.stop_imagining():
+            return
         if self.generating:
             self.service.stop()
             self._set_status("Stopping…")
@@ -797,3 +850,14 @@ class ChatScreen(Screen[None]):
         older = self.service.earlier(views[0].data.id, WINDOW)
         hidden = max(0, log.hidden_before - len(older))
         await log.prepend([_as_data(m) for m in older], hidden)
+
+    async def show_message(self, message_id: int) -> bool:
+        """Select a message of the open conversation (loading earlier ones up to it)."""
+        log = self.query_one(MessageLog)
+        while log.view_for(message_id) is None and log.hidden_before:
+            shown = len(log.views)
+            await self._load_earlier()
+            if len(log.views) == shown:
+                break
+        log.focus()
+        return log.select_message(message_id)

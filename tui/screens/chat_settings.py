@@ -43,7 +43,7 @@ def _by_name(path: Path) -> tuple[str, str]:
 class ConversationSettings:
     system_prompt: str
     model: str
-    """Model path; empty means the app default."""
+    """Model path or ``server:NAME[/MODEL]`` spec; empty means the app default."""
     sampling: Sampling
 
 
@@ -70,10 +70,17 @@ class ChatSettingsScreen(ModalScreen[ConversationSettings | None]):
                 # File names are data: one line, controls shown, brackets not markup.
                 options.append((escape(one_line(path.name)), str(path)))
                 seen.add(str(path))
+        # Each server's own default, then the models it listed when last checked.
+        server_models: dict[str, tuple[str, ...]] = getattr(self.app, "server_models", {})
         for name in sorted(self._app_settings().servers):
-            spec = remote_spec(name)
-            options.append((escape(one_line(f"remote {name}")), spec))
-            seen.add(spec)
+            specs = [(f"remote {name}", remote_spec(name))]
+            specs += [(f"{name}: {model}", remote_spec(name, model))
+                      for model in server_models.get(name, ())]  # fmt: skip
+            for label, spec in specs:
+                if spec not in seen:
+                    # Server names and model ids are data: one line, brackets not markup.
+                    options.append((escape(one_line(label)), spec))
+                    seen.add(spec)
         if self.settings.model not in seen:
             remote = parse_remote_spec(self.settings.model) is not None
             label = self.settings.model if remote else Path(self.settings.model).name

@@ -45,15 +45,19 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class TextPromptScreen(ModalScreen[str | None]):
-    """Ask for one line of text (e.g. a new title). Esc cancels."""
+    """Ask for one line of text (e.g. a new title). Esc cancels (None)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt_dialog.cancel")]
 
-    def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
+    def __init__(
+        self, title: str, value: str = "", placeholder: str = "", *, allow_empty: bool = False
+    ) -> None:
+        """``allow_empty``: Enter on an empty line answers '' (else None, as Esc does)."""
         super().__init__()
         self.title_text = title
         self.value = value
         self.placeholder = placeholder
+        self.allow_empty = allow_empty
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -65,7 +69,7 @@ class TextPromptScreen(ModalScreen[str | None]):
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
-        self.dismiss(text or None)
+        self.dismiss(text if text or self.allow_empty else None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -54,12 +54,16 @@ class GalleryScreen(Screen[GalleryResult]):
                 tooltip="Filter by prompt"),
     ]  # fmt: skip
 
-    def __init__(self, service: ImagineService | None = None) -> None:
+    def __init__(
+        self, service: ImagineService | None = None, *, select_id: int | None = None
+    ) -> None:
+        """``select_id``: the image to highlight when it opens (pages are read up to it)."""
         super().__init__()
         self.records: list[ImageRecord] = []
         """The images read so far (pages of GALLERY_PAGE, more as the cursor nears the end)."""
         self._more = False
         self._service = service
+        self._select_id = select_id
 
     @property
     def tapp(self) -> TriptychApp:
@@ -94,13 +98,27 @@ class GalleryScreen(Screen[GalleryResult]):
         listing = self.query_one("#images", OptionList)
         listing.clear_options()
         self._load_page()
+        index = self._index_to_select()
         if self.records:
-            listing.highlighted = 0
-            self._preview(self.records[0])
+            listing.highlighted = index
+            self._preview(self.records[index])
         else:
             self.query_one("#gallery-info", Static).update(
                 "No images yet: generate one in Imagine (Ctrl+G)"
             )
+
+    def _index_to_select(self) -> int:
+        """Where the image asked for at opening is (read up to it), once; else 0."""
+        wanted, self._select_id = self._select_id, None
+        if wanted is None:
+            return 0
+        while True:
+            for index, record in enumerate(self.records):
+                if record.id == wanted:
+                    return index
+            if not self._more:
+                return 0
+            self._load_page()
 
     def _load_page(self) -> None:
         """Append the next page of images to the list (one indexed query)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,9 +100,8 @@ class ImagineScreen(Screen[None]):
     def service(self) -> ImagineService:
         """The panel's domain; built on first use (the app exists by then)."""
         if self._service is None:
-            self._service = ImagineService(
-                self.tapp.image_host, self.tapp.store, self.tapp.settings_service
-            )
+            # The app's: the Chat panel draws with it too (F7), with this form's settings.
+            self._service = self.tapp.imagine_service
         return self._service
 
     # --- layout --------------------------------------------------------------
@@ -178,6 +178,7 @@ class ImagineScreen(Screen[None]):
             lambda event: self.post_message(self.ServiceEvent(event))
         )
         self.tapp.settings_changed_signal.subscribe(self, self._settings_changed)
+        self.tapp.imagine_form = self.current_params
         self.query_one("#prompt", TextArea).focus()
 
     def _settings_changed(self, event: SettingsChanged) -> None:
@@ -233,6 +234,14 @@ class ImagineScreen(Screen[None]):
             values[name] = str(self.query_one(f"#{name}", Select).value)
         return ImageParams(**values)
 
+    def current_params(self) -> ImageParams:
+        """The form as ImageParams with the models, whatever its prompt (unchecked)."""
+        params = self._form_params()
+        models = {name: self.query_one(f"#{name}", Input).value.strip()
+                  for name in ("model", "vae", "taesd")}  # fmt: skip
+        negative = self.query_one("#negative_prompt", Input).value.strip()
+        return replace(params, negative_prompt=negative, **models)
+
     def apply_params(self, params: ImageParams) -> None:
         """Fill the form from params (e.g. 'same again' from the gallery)."""
         self.query_one("#prompt", TextArea).text = params.prompt
@@ -277,6 +286,9 @@ class ImagineScreen(Screen[None]):
         if self.generating:
             self.notify("Already generating: Esc stops it", severity="warning")
             return
+        if self.service.generating:  # drawing for the Chat panel (F7 there)
+            self.notify("Drawing for the chat: Esc in the Chat panel stops it", severity="warning")
+            return
         try:
             params = self.read_params()
             self.service.check(params)
@@ -317,7 +329,9 @@ class ImagineScreen(Screen[None]):
             self._show_error(event.message)
         elif isinstance(event, svc.GenerationEnded):
             self.generating = False
-            if event.reason == "cancelled":
+            if event.reason == "cancelled" and event.note:
+                self._set_info(f"Stopped: {escape(one_line(event.note))}.")
+            elif event.reason == "cancelled":
                 self._set_info("Stopped. The engine restarts with the next generation.")
             elif self.current is not None:
                 self._set_info(self._describe(self.current))
@@ -379,10 +393,11 @@ class ImagineScreen(Screen[None]):
     # --- gallery and full-screen view -------------------------------------------------
 
     @work(exclusive=True, group="dialog")
-    async def action_gallery(self) -> None:
+    async def action_gallery(self, select_id: int | None = None) -> None:
+        """Open the gallery (with the image ``select_id`` highlighted, e.g. a search hit)."""
         from tui.screens.gallery import GalleryScreen
 
-        result = await self.app.push_screen_wait(GalleryScreen(self.service))
+        result = await self.app.push_screen_wait(GalleryScreen(self.service, select_id=select_id))
         if result is None:
             return
         action, record = result

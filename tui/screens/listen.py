@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, OptionList, ProgressBar, Select, Static
-from textual.widgets.option_list import Option
+from textual.widgets.option_list import Option, OptionDoesNotExist
 from textual.worker import Worker, WorkerState
 
 from tui import transcript
@@ -366,6 +366,21 @@ class ListenScreen(Screen[None]):
             return
         self.segments = list(self.listen.segments)
         self._show_segments(self.segments)
+
+    def show_recording(self, recording_id: int) -> bool:
+        """Highlight (and so show) a recording, reading pages up to it; False if it is gone."""
+        listing = self.query_one("#recordings", OptionList)
+        while True:
+            try:
+                listing.highlighted = listing.get_option_index(str(recording_id))
+            except OptionDoesNotExist:
+                loaded = self._loaded
+                self._load_more()
+                if self._loaded == loaded:
+                    return False
+                continue
+            listing.focus()
+            return True
 
     def selected(self) -> Recording | None:
         listing = self.query_one("#recordings", OptionList)

@@ -21,6 +21,7 @@ from tui.hub import DownloadError, Job
 from tui.library import LocalModel
 from tui.safe_text import one_line
 from tui.screens.dialogs import ConfirmScreen, TextPromptScreen
+from tui.screens.modality_choice import ModalityChoiceScreen
 from tui.services.models import ModelsService, Row, ServerStatus
 from tui.widgets.engine_status import EngineStatus
 from tui.widgets.panel_footer import PanelFooter
@@ -47,7 +48,7 @@ class ModelsScreen(Screen[None]):
     BINDINGS = [
         Binding("enter", "use", "Get/Use", id="models.use",
                 tooltip="Download the highlighted model, or make it the default"
-                " (Servers: a server's model becomes the default chat model)"),
+                " (Servers: choose c Chat, i Imagine or l Listen to use a server's model)"),
         Binding("x", "cancel_download", "Cancel", id="models.cancel",
                 tooltip="Cancel the highlighted model's download"),
         Binding("delete", "delete", "Delete", id="models.delete", show=False,
@@ -167,6 +168,10 @@ class ModelsScreen(Screen[None]):
     def _server_checked(self, status: ServerStatus) -> None:
         if status.name in self.service.server_names():
             self.server_status[status.name] = status
+            if status.reachable:
+                self.tapp.server_models[status.name] = status.models
+            else:
+                self.tapp.server_models.pop(status.name, None)
             if self.modality == "servers":
                 self.refresh_table()
 
@@ -174,8 +179,9 @@ class ModelsScreen(Screen[None]):
         """(mark, name column, status column) of a row of the Servers tab."""
         status = self.server_status.get(name)
         if model:
-            default = self.tapp.settings.chat_model == remote_spec(name, model)
-            return ("●" if default else " "), f"  {model}", "default chat" if default else ""
+            uses = self.service.server_model_uses(name, model)
+            status_text = f"default {', '.join(uses)}" if uses else ""
+            return ("●" if uses else " "), f"  {model}", status_text
         label = f"{name}  {self.service.server_url(name)}"
         if status is None:
             return "…", label, "checking…"
@@ -233,7 +239,7 @@ class ModelsScreen(Screen[None]):
         lines = [escape(one_line(f"{name} · {self.service.server_url(name)}"))]
         if model:
             spec = escape(one_line(remote_spec(name, model)))
-            lines.append(f"Enter makes {spec} the default chat model")
+            lines.append(f"Enter makes {spec} the default chat, image or speech model")
         elif status is None:
             lines.append("asking the server for its models…")
         elif status.error:
@@ -428,9 +434,16 @@ class ModelsScreen(Screen[None]):
             self._check_server(name)
             self.refresh_table()
             return
-        spec = self.service.use_server_model(name, model)
-        self.notify(escape(one_line(f"{spec} is now the default chat model")))
-        self.refresh_table()
+        in_use = self.service.server_model_uses(name, model)
+
+        def chosen(modality: str | None) -> None:
+            if modality is None:
+                return
+            spec = self.service.use_server_model(name, model, modality)
+            self.notify(escape(one_line(f"{spec} is now the default {modality} model")))
+            self.refresh_table()
+
+        self.app.push_screen(ModalityChoiceScreen(remote_spec(name, model), in_use), chosen)
 
     def _remove_server(self) -> None:
         current = self._current_server()
@@ -443,6 +456,7 @@ class ModelsScreen(Screen[None]):
             if answer:
                 self.service.remove_server(name)
                 self.server_status.pop(name, None)
+                self.tapp.server_models.pop(name, None)
                 self.notify(escape(one_line(f"Removed server {name}")))
                 self.refresh_table()
 
@@ -540,23 +554,32 @@ class ModelsScreen(Screen[None]):
             self._add_folder()
 
     def _add_server(self) -> None:
-        """Three questions: name, base URL, and the variable holding the key (if any)."""
+        """Three questions: name, base URL, and the variable holding the key (if any).
+
+        Esc at any of them cancels the whole add: nothing is saved.
+        """
+
+        def not_added() -> None:
+            self.notify("Server not added")
 
         def named(name: str | None) -> None:
-            if name:
-                self.app.push_screen(
-                    TextPromptScreen(f"Base URL of server {name}", "",
-                                     "http://gpu-box:8080/v1"),
-                    lambda url: located(name, url),
-                )  # fmt: skip
+            if not name:
+                not_added()
+                return
+            self.app.push_screen(
+                TextPromptScreen(f"Base URL of server {name}", "", "http://gpu-box:8080/v1"),
+                lambda url: located(name, url),
+            )
 
         def located(name: str, url: str | None) -> None:
-            if url:
-                self.app.push_screen(
-                    TextPromptScreen("Environment variable holding its API key"
-                                     " (empty: no key)", "", "BOX_API_KEY"),
-                    lambda env: keyed(name, url, env or ""),
-                )  # fmt: skip
+            if not url:
+                not_added()
+                return
+            self.app.push_screen(
+                TextPromptScreen("Environment variable holding its API key"
+                                 " (empty: no key)", "", "BOX_API_KEY", allow_empty=True),
+                lambda env: not_added() if env is None else keyed(name, url, env),
+            )  # fmt: skip
 
         def keyed(name: str, url: str, env: str) -> None:
             try:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from tui.attachments import with_attachments
 from tui.backends.chat import chat_backend_for
 from tui.backends.servers import BackendError, parse_remote_spec
 from tui.config import Settings
@@ -25,6 +26,7 @@ from tui.engines import protocol as p
 from tui.engines.protocol import Sampling
 from tui.formats import ModelFileError
 from tui.formats.gguf import read_gguf_info
+from tui.services.attach import AttachmentTray
 from tui.services.base import Service
 from tui.store import Conversation, Store, StoreError
 from tui.store import Message as StoredMessage
@@ -145,11 +147,14 @@ def chat_request(
     sampling: Sampling,
     settings: Settings,
     threads: int | None = None,
+    attachments: Mapping[int, Sequence[Any]] | None = None,
 ) -> p.ChatRequest:
     """The request for the next assistant reply to ``history``.
 
     Messages with an error (stored errors, replies that failed) and empty ones
     are left out; ``threads`` overrides the settings' thread count.
+    ``attachments`` (by message id) follow their user message's text as
+    ``<file name="...">`` blocks (tui.attachments.with_attachments).
     """
     messages = []
     if system_prompt.strip():
@@ -160,7 +165,10 @@ def chat_request(
             and message.content
             and getattr(message, "state", "complete") != "error"
         ):
-            messages.append(p.ChatMessage(message.role, message.content))
+            content = message.content
+            if attachments and message.role == "user":
+                content = with_attachments(content, attachments.get(getattr(message, "id", 0), ()))
+            messages.append(p.ChatMessage(message.role, content))
     return p.ChatRequest(
         model_path=str(model_path),
         messages=messages,
@@ -187,12 +195,15 @@ class ChatService(Service):
         host: _Host,
         settings: Callable[[], Settings],
         model_override: Callable[[], str | None] = lambda: None,
+        speech_host: Any = None,
     ) -> None:
         super().__init__()
         self.store = store
         self.host = host
         self._settings = settings
         self._model_override = model_override
+        self.attachments = AttachmentTray(self, speech_host)
+        """Files waiting to be sent with the next message (``speech_host`` transcribes audio)."""
         self.conversation: Conversation | None = None
         """The open conversation; None until the first message of a new one."""
         self.generating = False
@@ -229,6 +240,8 @@ class ChatService(Service):
         """Make the conversation the open one (None when it no longer exists)."""
         conversation = self.store.get_conversation(conversation_id)
         if conversation is not None:
+            if self.conversation is None or self.conversation.id != conversation.id:
+                self.attachments.clear()
             self.conversation = conversation
         return conversation
 
@@ -364,10 +377,23 @@ class ChatService(Service):
         assert conversation is not None
         if replacing_id is not None:
             store.delete_messages_from(conversation.id, replacing_id)
+        pending = self.attachments.pending
         if conversation.title == NEW_TITLE:
-            conversation.title = title_from(text)
+            conversation.title = title_from(text or (pending[0].name if pending else ""))
             store.rename_conversation(conversation.id, conversation.title)
-        return store.add_message(conversation.id, "user", text)
+        message = store.add_message(conversation.id, "user", text)
+        for item in pending:
+            store.add_attachment(
+                message.id,
+                item.name,
+                item.kind,
+                item.content,
+                source=item.source,
+                tokens=item.tokens,
+                note=item.note,
+            )
+        self.attachments.take()
+        return message
 
     def last_user_message(self) -> StoredMessage | None:
         if self.conversation is None:
@@ -401,10 +427,40 @@ class ChatService(Service):
         return chat_request(
             model_path=self.model_path(conversation),
             system_prompt=conversation.system_prompt,
-            history=self.store.list_messages(conversation.id),
+            history=self.sendable_history(),
             sampling=Sampling.from_dict(conversation.sampling),
             settings=self._settings(),
+            attachments=self.stored_attachments(),
         )
+
+    @property
+    def settings(self) -> Settings:
+        """The settings as they are now."""
+        return self._settings()
+
+    def messages_with(self, prompt: str) -> list[p.ChatMessage]:
+        """The messages a reply to ``prompt`` (sent next) would be asked with."""
+        system_prompt, _model, sampling = self.conversation_settings()
+        return chat_request(
+            model_path="",
+            system_prompt=system_prompt,
+            history=[*self.sendable_history(), p.ChatMessage("user", prompt)],
+            sampling=sampling,
+            settings=self._settings(),
+            attachments=self.stored_attachments(),
+        ).messages
+
+    def sendable_history(self) -> list[StoredMessage]:
+        """Every message of the open conversation ([] when none is open)."""
+        if self.conversation is None:
+            return []
+        return self.store.list_messages(self.conversation.id)
+
+    def stored_attachments(self) -> dict[int, list[Any]]:
+        """The attachments of the open conversation's messages, by message id."""
+        if self.conversation is None:
+            return {}
+        return self.store.attachments_for(m.id for m in self.sendable_history())
 
     def start_reply(self) -> tuple[StoredMessage, p.ChatRequest]:
         """Store an empty streaming reply and return it with the request to run.

@@ -71,6 +71,13 @@ def build_request(
     )
 
 
+def describe_image_wait(event: p.WaitingForCpu, remote: bool) -> str:
+    """What a waiting generation waits for: other engines here, or a server's queue."""
+    if remote:
+        return "Queued on " + "; ".join(event.behind)
+    return describe_wait(event.behind)
+
+
 # --- events -------------------------------------------------------------------
 
 
@@ -133,6 +140,8 @@ class GenerationEnded:
     """The generation finished (``reason`` 'stop') or was stopped ('cancelled')."""
 
     reason: str
+    note: str = ""
+    """A line for the user on how it ended, e.g. that a server finishes a stopped job."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +269,7 @@ class ImagineService(Service):
             elif isinstance(event, p.PreviewUpdated):
                 self.emit(PreviewReady(event.png))
             elif isinstance(event, p.WaitingForCpu):
-                self.emit(WaitingForCpu(describe_wait(event.behind)))
+                self.emit(WaitingForCpu(describe_image_wait(event, backend is not self.host)))
             elif isinstance(event, p.CpuGranted):
                 self.emit(GenerationStarted(params, loading=not backend.loaded_model))
             elif isinstance(event, p.ImageGenerated):
@@ -272,7 +281,7 @@ class ImagineService(Service):
                 else:
                     self.emit(ImageSaved(record))
             elif isinstance(event, p.GenerationFinished):
-                self.emit(GenerationEnded(event.reason))
+                self.emit(GenerationEnded(event.reason, event.note))
             elif isinstance(event, p.EngineFailed):
                 self.emit(GenerationFailed(event.message))
 

@@ -26,6 +26,8 @@ from tui.library import LocalModel
 from tui.services.base import Service
 
 SOURCES = {"models": "models folder", "folder": "added folder", "hf-cache": "HF cache"}
+SERVER_MODEL_SETTINGS = {"chat": "chat_model", "image": "image_model", "speech": "speech_model"}
+"""The settings field holding each modality's default model, local or ``server:NAME/MODEL``."""
 
 
 @dataclass
@@ -298,12 +300,30 @@ class ModelsService(Service):
         self.settings_service.update(servers=servers)
         delete_key(name)
 
-    def use_server_model(self, name: str, model: str) -> str:
-        """Make ``model`` on server ``name`` the default chat model; the spec saved."""
+    def use_server_model(self, name: str, model: str, modality: str = "chat") -> str:
+        """Make ``model`` on server ``name`` the default model of ``modality`` (chat,
+        image or speech); the spec saved. A remote image model uses the server's VAE,
+        so the local VAE and TAESD defaults are cleared with it. ValueError for an
+        unknown modality."""
+        setting = SERVER_MODEL_SETTINGS.get(modality)
+        if setting is None:
+            raise ValueError(f"no such modality: {modality!r} (chat, image or speech)")
         spec = remote_spec(name, model)
-        self.settings_service.update(chat_model=spec)
-        self.emit(DefaultChanged("chat_model", None))
+        changes: dict[str, str] = {setting: spec}
+        if modality == "image":
+            changes.update(image_vae="", image_taesd="")
+        self.settings_service.update(**changes)
+        self.emit(DefaultChanged(setting, None))
         return spec
+
+    def server_model_uses(self, name: str, model: str) -> list[str]:
+        """The modalities (chat, image, speech) whose default is ``model`` on ``name``."""
+        spec = remote_spec(name, model)
+        return [
+            modality
+            for modality, setting in SERVER_MODEL_SETTINGS.items()
+            if getattr(self.settings, setting) == spec
+        ]
 
 
 __all__ = [
@@ -315,5 +335,6 @@ __all__ = [
     "ModelImported",
     "ModelsService",
     "Row",
+    "SERVER_MODEL_SETTINGS",
     "ServerStatus",
 ]

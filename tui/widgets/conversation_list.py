@@ -32,10 +32,31 @@ class ConversationList(OptionList):
             id="list.delete",
             tooltip="Delete the conversation (asks first)",
         ),
+        Binding(
+            "e",
+            "export",
+            "Export",
+            id="list.export",
+            tooltip="Export the conversation as Markdown (.md) or JSON (.json)",
+        ),
+        Binding(
+            "slash",
+            "app.search_everything",
+            "Search all",
+            id="list.search_all",
+            tooltip="Search conversations, attachments, transcripts and image prompts",
+        ),
     ]
 
     class MoreWanted(Message):
         """The list is near its end and more conversations exist."""
+
+    class ExportRequested(Message):
+        """The user asked to export the highlighted conversation (the app asks where)."""
+
+        def __init__(self, conversation_id: int) -> None:
+            super().__init__()
+            self.conversation_id = conversation_id
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
         super().__init__(id=id)
@@ -84,6 +105,13 @@ class ConversationList(OptionList):
         return [
             Option(escape(one_line(c.title)) or "Untitled", id=str(c.id)) for c in conversations
         ]
+
+    def action_export(self) -> None:
+        option = self.highlighted_option
+        if option is None or option.id is None:
+            self.notify("No conversation to export", severity="warning")
+            return
+        self.post_message(self.ExportRequested(int(option.id)))
 
     def _near_end(self) -> bool:
         if self.highlighted is not None and self.highlighted >= self.option_count - LOAD_MARGIN:

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.markdown import Markdown
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from tui.safe_text import visible
+from tui.safe_text import one_line, visible
+from tui.widgets.chat_image import ChatImage
 
 REFRESH_HZ = 20
 WINDOW = 40
@@ -36,6 +39,26 @@ def code_blocks(markdown: str) -> list[str]:
     return [block.rstrip("\n") for block in CODE_BLOCK.findall(markdown) if block.strip()]
 
 
+EXPANDED_LINES = 200
+"""Most lines of an attachment's text shown when a message's attachments are expanded."""
+
+
+@dataclass
+class AttachmentData:
+    """A file sent with a user message, as the log shows it (store-independent)."""
+
+    name: str
+    kind: str
+    content: str
+    tokens: int
+    note: str = ""
+
+    def line(self) -> str:
+        """The collapsed line: ``📎 name — kind, N tokens[, note]`` (made visible)."""
+        note = f", {self.note}" if self.note else ""
+        return one_line(f"📎 {self.name} — {self.kind}, {self.tokens:,} tokens{note}")
+
+
 @dataclass
 class MessageData:
     """What the log needs to show one message (store-independent)."""
@@ -47,9 +70,21 @@ class MessageData:
     stats: dict[str, Any] | None = field(default=None)
     unsaved: str = ""
     """Shown as a warning under the message: which part the database does not hold."""
+    image_id: int | None = None
+    """For role 'image': the gallery image (None once deleted from the gallery)."""
+    attachments: list[AttachmentData] = field(default_factory=list)
+    """Files sent with a user message (one collapsed line each)."""
+    expanded: bool = False
+    """Whether the attachments' text is shown (``o`` toggles)."""
 
 
-ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System", "error": "Error"}
+ROLE_LABELS = {
+    "user": "You",
+    "assistant": "Assistant",
+    "system": "System",
+    "error": "Error",
+    "image": "Image",
+}
 
 
 def format_stats(stats: dict[str, Any] | None) -> str:
@@ -105,6 +140,10 @@ class MessageView(Static):
             header,
             Markdown(body, code_theme="monokai", hyperlinks=False),
         ]
+        for attachment in data.attachments:
+            parts.append(Text(attachment.line(), style="dim"))
+            if data.expanded:
+                parts.append(_attachment_text(attachment.content))
         if data.unsaved:
             parts.append(Text(f"⚠ {visible(data.unsaved)}", style="bold red"))
         stats = format_stats(data.stats)
@@ -138,6 +177,89 @@ class MessageView(Static):
         self.update(self._renderable())
 
 
+def _attachment_text(content: str) -> Text:
+    """An attachment's text as shown expanded: made visible, at most EXPANDED_LINES lines."""
+    lines = content.splitlines()
+    shown = "\n".join(lines[:EXPANDED_LINES])
+    if len(lines) > EXPANDED_LINES:
+        shown += f"\n… {len(lines) - EXPANDED_LINES:,} more lines"
+    return Text(visible(shown), style="italic")
+
+
+class ImageMessageView(MessageView):
+    """A message of role 'image': its picture, loaded when mounted, and its prompt.
+
+    While the image is being made (state 'streaming') it shows the step progress
+    and the live preview instead.
+    """
+
+    DEFAULT_CSS = """
+    ImageMessageView { layout: vertical; }
+    ImageMessageView > .-header { text-style: bold; }
+    """
+
+    def __init__(self, data: MessageData) -> None:
+        super().__init__(data)
+        self.progress = ""
+        # A fixed height: the log need not measure the picture's rows on every layout.
+        self.styles.height = 1 + ChatImage.ROWS_WITH_CAPTION
+
+    def _renderable(self) -> RenderableType:
+        return Text("")  # the children below draw it
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._header(), classes="-header")
+        yield ChatImage(self._log().image_protocol if self._log() else "auto")
+
+    def _log(self) -> MessageLog | None:
+        parent = self.parent
+        return parent if isinstance(parent, MessageLog) else None
+
+    def _header(self) -> Text:
+        header = Text(ROLE_LABELS["image"], style="bold")
+        if self.data.state == "streaming":
+            header.append(f" … {self.progress}" if self.progress else " …", style="italic")
+        elif self.data.state in ("stopped", "error"):
+            header.append(f" ({self.data.state})", style="italic")
+        return header
+
+    def on_mount(self) -> None:
+        self._show()
+
+    def _show(self) -> None:
+        self.query_one(".-header", Static).update(self._header())
+        picture = self.query_one(ChatImage)
+        if self.data.state == "streaming":
+            picture.set_caption(self.data.content)
+            return
+        log = self._log()
+        path = log.image_path(self.data.image_id) if log is not None else ""
+        shown = picture.show_file(path, self.data.content)
+        self.styles.height = 1 + (ChatImage.ROWS_WITH_CAPTION if shown else 1)
+
+    def set_data(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.data, key, value)
+        if self.is_mounted:
+            self._show()
+
+    def set_progress(self, text: str) -> None:
+        """The progress line shown in the header while the image is being made."""
+        self.progress = text
+        self.query_one(".-header", Static).update(self._header())
+
+    def show_preview(self, png: bytes) -> None:
+        self.query_one(ChatImage).show_preview(png)
+
+    def append(self, text: str) -> None:
+        self.set_data(content=self.data.content + text)
+
+
+def message_view(data: MessageData) -> MessageView:
+    """The widget that shows one message (an image message shows its picture)."""
+    return ImageMessageView(data) if data.role == "image" else MessageView(data)
+
+
 class MessageLog(VerticalScroll, can_focus=True):
     """Scrollable list of MessageViews with a selection for copying and editing."""
 
@@ -160,6 +282,13 @@ class MessageLog(VerticalScroll, can_focus=True):
             tooltip="Load earlier messages of a long conversation",
         ),
         Binding("end", "scroll_end", "Last message", id="log.end", show=False),
+        Binding(
+            "o",
+            "toggle_attachments",
+            "Open attachments",
+            id="log.attachments",
+            tooltip="Show or hide the text of the selected message's attached files",
+        ),
     ]
 
     DEFAULT_CSS = """
@@ -176,6 +305,14 @@ class MessageLog(VerticalScroll, can_focus=True):
         self.hidden_before = 0
         self.selected: int | None = None
         self._code_cursor = 0
+        self.image_protocol = "auto"
+        """How pictures of image messages are drawn (tui.widgets.image_view.PROTOCOLS)."""
+        self.image_path: Callable[[int | None], str] = lambda image_id: ""
+        """The file of a gallery image ('' when it is gone); set by the screen."""
+        self.attachments_for: Callable[[list[int]], dict[int, list[AttachmentData]]] = (
+            lambda message_ids: {}
+        )
+        """The attachments of these messages, by message id; set by the screen."""
 
     @property
     def is_near_bottom(self) -> bool:
@@ -193,7 +330,8 @@ class MessageLog(VerticalScroll, can_focus=True):
         self.selected = None
         self.hidden_before = hidden_before
         await self.remove_children()
-        widgets: list[Static] = [MessageView(m) for m in messages]
+        self._with_attachments(messages)
+        widgets: list[Static] = [message_view(m) for m in messages]
         if hidden_before:
             widgets.insert(0, self._earlier_label())
         await self.mount_all(widgets)
@@ -205,7 +343,8 @@ class MessageLog(VerticalScroll, can_focus=True):
         await earlier.remove()
         self.hidden_before = hidden_before
         views = self.views
-        widgets: list[Static] = [MessageView(m) for m in messages]
+        self._with_attachments(messages)
+        widgets: list[Static] = [message_view(m) for m in messages]
         if hidden_before:
             widgets.insert(0, self._earlier_label())
         if views:
@@ -220,8 +359,21 @@ class MessageLog(VerticalScroll, can_focus=True):
         # when they scroll back down).
         self.anchor()
 
+    def _with_attachments(self, messages: list[MessageData]) -> None:
+        """Fill in the attachments of the user messages (from ``attachments_for``)."""
+        ids = [m.id for m in messages if m.role == "user" and m.id and not m.attachments]
+        if not ids:
+            return
+        try:
+            found = self.attachments_for(ids)
+        except Exception:  # noqa: BLE001 - a store failure must not keep the messages hidden
+            return
+        for message in messages:
+            message.attachments = found.get(message.id, message.attachments)
+
     async def add(self, message: MessageData) -> MessageView:
-        view = MessageView(message)
+        self._with_attachments([message])
+        view = message_view(message)
         await self.mount(view)
         # Keep the widget count bounded in a long session.
         views = self.views
@@ -274,6 +426,16 @@ class MessageLog(VerticalScroll, can_focus=True):
         self._code_cursor = 0
         self._apply_selection()
 
+    def select_message(self, message_id: int) -> bool:
+        """Select the shown message with this id (e.g. a search hit); False if it is not shown."""
+        for index, view in enumerate(self.views):
+            if view.data.id == message_id:
+                self.selected = index
+                self._code_cursor = 0
+                self._apply_selection()
+                return True
+        return False
+
     def selected_message(self) -> MessageData | None:
         views = self.views
         if self.selected is not None and self.selected < len(views):
@@ -301,6 +463,17 @@ class MessageLog(VerticalScroll, can_focus=True):
         self._code_cursor += 1
         self.app.copy_to_clipboard(blocks[index])
         self.notify(f"Copied code block {index + 1} of {len(blocks)}")
+
+    def action_toggle_attachments(self) -> None:
+        views = self.views
+        selected = self.selected
+        view = views[selected] if selected is not None and selected < len(views) else None
+        if view is None:
+            view = next((v for v in reversed(views) if v.data.attachments), None)
+        if view is None or not view.data.attachments:
+            self.notify("No attached files in this message", severity="warning")
+            return
+        view.set_data(expanded=not view.data.expanded)
 
     def action_load_earlier(self) -> None:
         if self.hidden_before:
