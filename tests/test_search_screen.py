@@ -165,7 +165,10 @@ async def test_export_from_the_list_and_import_from_the_palette(
         )
         app.action_import_conversation()
         await wait_until(pilot, lambda: isinstance(app.screen, TextPromptScreen), 5, "dialog")
-        app.screen.query_one(Input).value = str(target)
+        # Tab completes the path as far as it is unambiguous.
+        app.screen.query_one(Input).value = str(target.parent / "pa")
+        await pilot.press("tab")
+        assert app.screen.query_one(Input).value == str(target)
         await pilot.press("enter")
         await wait_until(
             pilot,

@@ -47,29 +47,57 @@ class ConfirmScreen(ModalScreen[bool]):
 class TextPromptScreen(ModalScreen[str | None]):
     """Ask for one line of text (e.g. a new title). Esc cancels (None)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt_dialog.cancel")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="prompt_dialog.cancel"),
+        Binding("tab", "complete", "Complete the path", id="prompt_dialog.complete", show=False,
+                tooltip="In a dialog asking for a file: complete the path"),
+    ]  # fmt: skip
 
     def __init__(
-        self, title: str, value: str = "", placeholder: str = "", *, allow_empty: bool = False
+        self,
+        title: str,
+        value: str = "",
+        placeholder: str = "",
+        *,
+        allow_empty: bool = False,
+        paths: bool = False,
     ) -> None:
-        """``allow_empty``: Enter on an empty line answers '' (else None, as Esc does)."""
+        """``allow_empty``: Enter on an empty line answers '' (else None, as Esc does).
+
+        ``paths``: the answer is a file path; Tab completes it.
+        """
         super().__init__()
         self.title_text = title
         self.value = value
         self.placeholder = placeholder
         self.allow_empty = allow_empty
+        self.paths = paths
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(visible(self.title_text), classes="dialog-text", markup=False)
             # The value offered for editing (a title, a name) is shown as it will be saved.
             yield Input(value=one_line(self.value), placeholder=self.placeholder, id="text")
-            yield Label("Enter to save, Esc to cancel", classes="dialog-hint")
+            completes = "Tab completes the path, " if self.paths else ""
+            yield Label(f"Enter to save, {completes}Esc to cancel", classes="dialog-hint")
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         self.dismiss(text if text or self.allow_empty else None)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Tab moves focus as usual unless the answer is a path.
+        return self.paths if action == "complete" else True
+
+    def action_complete(self) -> None:
+        from tui.attachments import complete_path
+
+        field = self.query_one("#text", Input)
+        completed = complete_path(field.value)
+        if len(completed) > len(field.value):
+            field.value = completed
+            field.cursor_position = len(completed)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -36,6 +36,7 @@ async def export_flow(app: TriptychApp, conversation_id: int) -> Path | None:
         TextPromptScreen(
             "Export to (.md: Markdown to read, .json: to import elsewhere)",
             str(default_export_path(conversation)),
+            paths=True,
         )
     )
     if not answer:
@@ -80,6 +81,7 @@ async def import_flow(app: TriptychApp) -> int | None:
         TextPromptScreen(
             "Import a conversation from a JSON export",
             placeholder="~/triptych-1-chat.json",
+            paths=True,
         )
     )
     if not answer:
