@@ -53,3 +53,12 @@ def chat_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineHost]:
     engine = EngineHost("chat", log_dir=tmp_path_factory.mktemp("logs"))
     yield engine
     engine.shutdown()
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """espeak-ng saying speech_fixtures.SENTENCE, as a 16 kHz mono WAV."""
+    import speech_fixtures
+
+    folder = tmp_path_factory.mktemp("speech")
+    return speech_fixtures.speak(speech_fixtures.SENTENCE, folder / "speech.wav")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Callable
+from typing import IO
 
 from textual.pilot import Pilot
 
@@ -20,3 +22,15 @@ async def wait_until(
         await pilot.pause(0.02)
         await asyncio.sleep(0)
     return time.monotonic() - started
+
+
+def stop_process(process: subprocess.Popen[bytes], log: IO[str] | None = None) -> None:
+    """Terminate a server a test started (kill it after 10 s), then close its log."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if log is not None:
+        log.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.speech_fixtures import SENTENCE, WORDS, heard, speak, whisper_model
+from tests.speech_fixtures import WORDS, heard, whisper_model
 
 pytestmark = pytest.mark.slow
 TRIPTYCH = Path(sys.executable).with_name("triptych")
@@ -27,11 +27,6 @@ def triptych(*args: str, env_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(TRIPTYCH), *args], capture_output=True, text=True, env=env, timeout=120
     )
-
-
-@pytest.fixture(scope="module")
-def speech_wav(tmp_path_factory) -> Path:
-    return speak(SENTENCE, tmp_path_factory.mktemp("speech") / "s.wav")
 
 
 def test_txt_to_stdout(tmp_path, speech_wav):

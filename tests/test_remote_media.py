@@ -55,12 +55,6 @@ def box(chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("speech")
-    return speech_fixtures.speak(speech_fixtures.SENTENCE, folder / "speech.wav")
-
-
 def triptych(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 

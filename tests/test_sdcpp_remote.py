@@ -22,6 +22,7 @@ from typing import Any
 import openai
 import pytest
 import sd_fixtures
+from helpers import stop_process
 from PIL import Image
 from test_serve import REPO, Server, free_port
 
@@ -107,13 +108,7 @@ class SdServer:
         )
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
+        stop_process(self.process, self.log)
 
 
 @pytest.fixture(scope="module")

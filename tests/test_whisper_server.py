@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile
 import speech_fixtures
+from helpers import stop_process
 from test_remote_media import triptych
 from test_serve import REPO, free_port
 
@@ -69,13 +70,7 @@ class WhisperServer:
         pytest.fail(f"whisper-server did not answer within {START_TIMEOUT_S:g} s; see {log}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
+        stop_process(self.process, self.log)
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +78,6 @@ def whisper_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Whisper
     server = WhisperServer(tmp_path_factory.mktemp("whisper-server") / "whisper-server.log")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("speech")
-    return speech_fixtures.speak(speech_fixtures.SENTENCE, folder / "speech.wav")
 
 
 def segments_of(events: list[object]) -> list[p.SegmentTranscribed]:
