@@ -102,6 +102,12 @@ async def test_a_refused_file_says_why_and_shift_f6_removes_a_chip(app_dirs, cha
         await pilot.pause()
         assert not chat(app).service.attachments.pending
         assert "removed notes.md" in bar_text(app)
+        # Sending a message clears the old notice.
+        before = last_reply_id(app)
+        await send(pilot, QUESTION)
+        await wait_reply(pilot, app, before)
+        assert "removed notes.md" not in bar_text(app)
+        assert not app.screen.query_one(AttachmentBar).has_class("-shown")
 
 
 async def test_attachments_alone_are_sent_without_typed_text(app_dirs, chat_model, tmp_path):

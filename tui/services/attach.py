@@ -129,17 +129,17 @@ class AttachmentTray:
 
     def clear(self) -> None:
         """Drop every pending attachment (the conversation changed)."""
-        if self.pending:
-            self.pending.clear()
-            self._service.emit(AttachmentsChanged((), None))
+        self.pending.clear()
         self.room = None
+        # Also without attachments: a refusal notice belongs to the old conversation.
+        self._service.emit(AttachmentsChanged((), None))
 
     def take(self) -> list[att.Candidate]:
         """The pending attachments, which are no longer pending (they are being sent)."""
         taken, self.pending = self.pending, []
         self.room = None
-        if taken:
-            self._service.emit(AttachmentsChanged((), None))
+        # Also without attachments: a refusal notice is old news once a message is sent.
+        self._service.emit(AttachmentsChanged((), None))
         return taken
 
     def recordings(self, limit: int = 50) -> list[Recording]:
