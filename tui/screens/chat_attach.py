@@ -83,9 +83,10 @@ class AttachFromChat:
             bar.say(f"Attaching {event.name}…")
             self._set_status(f"Attaching {one_line(event.name)}…")
         elif isinstance(event, ta.AttachmentsChanged):
+            if self.attaching:  # the "Attaching …" status is over; other statuses stay
+                self._set_status("")
             self.attaching = False
             bar.show(event.pending, event.room, event.notice)
-            self._set_status("")
         elif isinstance(event, ta.AttachmentRefused):
             self.attaching = False
             bar.say(event.message, error=True)
