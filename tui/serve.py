@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +298,35 @@ async def _json_body(request: Request) -> dict[str, Any]:
 # --- the application --------------------------------------------------------------------------
 
 
+async def images_response(
+    engines: Engines, engine_request: Any, params: Any, request: Request
+) -> JSONResponse:
+    """Run an image request and answer in OpenAI's shape: b64_json PNGs, parameters embedded.
+
+    ``params`` (imaging.ImageParams) is what each PNG records, with that image's seed; a
+    client that goes away cancels the work (499), an engine failure is an ApiError.
+    """
+    from tui import imaging
+
+    images: list[dict[str, Any]] = []
+    async for event in engines.events("image", engine_request, request.is_disconnected):
+        if isinstance(event, p.ImageGenerated):
+            made = replace(params, seed=event.seed, batch_count=1, init_image="")
+            png = await asyncio.to_thread(imaging.png_with_params, event.png, made)
+            images.append(
+                {
+                    "b64_json": base64.b64encode(png).decode("ascii"),
+                    "revised_prompt": params.prompt,
+                    "seed": event.seed,
+                }
+            )
+        elif isinstance(event, p.EngineFailed):
+            raise _engine_error(event)
+        elif isinstance(event, p.GenerationFinished) and event.reason != "stop":
+            raise ApiError(499, "the generation was cancelled", code="cancelled")
+    return JSONResponse({"created": int(time.time()), "data": images})
+
+
 def create_app(
     engines: Engines,
     models: ServedModels,
@@ -409,7 +438,6 @@ def create_app(
         assert models.image is not None
         current = settings()
         params = _image_params(body, models.image, current)
-        from tui import imaging
         from tui.formats import ModelFileError
         from tui.formats.image import check_image_model
         from tui.services.imagine import build_request
@@ -421,24 +449,7 @@ def create_app(
         except ModelFileError as error:
             raise ApiError(500, str(error), kind="server_error", code="model_error") from error
         engine_request = build_request(params, current, preview=False, threads=engines.threads)
-        images: list[dict[str, Any]] = []
-        async for event in engines.events("image", engine_request, request.is_disconnected):
-            if isinstance(event, p.ImageGenerated):
-                made = imaging.ImageParams.from_dict(params.to_dict())
-                made.seed, made.batch_count = event.seed, 1
-                png = await asyncio.to_thread(imaging.png_with_params, event.png, made)
-                images.append(
-                    {
-                        "b64_json": base64.b64encode(png).decode("ascii"),
-                        "revised_prompt": params.prompt,
-                        "seed": event.seed,
-                    }
-                )
-            elif isinstance(event, p.EngineFailed):
-                raise _engine_error(event)
-            elif isinstance(event, p.GenerationFinished) and event.reason != "stop":
-                raise ApiError(499, "the generation was cancelled", code="cancelled")
-        return JSONResponse({"created": int(time.time()), "data": images})
+        return await images_response(engines, engine_request, params, request)
 
     @app.post("/v1/audio/transcriptions")
     async def audio_transcriptions(

@@ -214,7 +214,6 @@ def add_image_routes(
         strength: float = Form(0.75),
     ) -> Response:
         """Image-to-image: the uploaded image, changed as the prompt says."""
-        from tui import imaging
 
         served = checked_model(model or None)
         init = await image.read()
@@ -249,23 +248,7 @@ def add_image_routes(
         except ValueError as error:
             raise s.ApiError(400, str(error)) from error
         made = await engine_request(params, init, preview=False)
-        images: list[dict[str, Any]] = []
-        async for event in engines.events("image", made, request.is_disconnected):
-            if isinstance(event, p.ImageGenerated):
-                used = replace(params, seed=event.seed, batch_count=1, init_image="")
-                png = await asyncio.to_thread(imaging.png_with_params, event.png, used)
-                images.append(
-                    {
-                        "b64_json": base64.b64encode(png).decode("ascii"),
-                        "revised_prompt": params.prompt,
-                        "seed": event.seed,
-                    }
-                )
-            elif isinstance(event, p.EngineFailed):
-                raise s._engine_error(event)
-            elif isinstance(event, p.GenerationFinished) and event.reason != "stop":
-                raise s.ApiError(499, "the generation was cancelled", code="cancelled")
-        return JSONResponse({"created": int(time.time()), "data": images})
+        return await s.images_response(engines, made, params, request)
 
     # --- stable-diffusion.cpp's native job API ---------------------------------------------
 
