@@ -76,7 +76,7 @@ def test_request_carries_the_conversations_sampling_and_the_settings(
     request = service.build_request()
 
     assert {f.name: getattr(request, f.name) for f in fields(p.Sampling)} == sampling
-    assert request.n_threads == 2 and request.gpu_layers == 0
+    assert request.n_threads == 2 and request.gpu_layers == "auto"
     assert request.model_path == str(chat_model)
     assert [(m.role, m.content) for m in request.messages] == [
         ("system", "Be brief."),

@@ -24,6 +24,7 @@ from tests.speech_fixtures import whisper_model
 from tui import locations
 from tui.app import TriptychApp
 from tui.config import Sampling, Settings, load_layers
+from tui.gpu import GPU_LAYERS_HELP
 from tui.screens.imagine import ImagineScreen
 from tui.screens.listen import ListenScreen
 from tui.services.settings import SettingsChanged, SettingsProblem, SettingsService
@@ -265,7 +266,7 @@ def test_load_layers_names_each_problem(tmp_path, monkeypatch):
     assert layers.env_fields == ["gpu_layers"]
     assert layers.problems == [
         f"{path}: threads = 'many' is not a whole number; using 0",
-        f"{path}: gpu_layers = True is not a whole number; using 0",
+        f"{path}: gpu_layers = True is not {GPU_LAYERS_HELP}; using 'auto'",
         f"{path}: sampling.top_k = 'lots' is not a whole number; using 40",
         "TRIPTYCH_IDLE_UNLOAD_MINUTES='soon' is not a whole number; ignored",
     ]

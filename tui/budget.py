@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tui import gpu
 from tui.catalog import total_ram
 from tui.formats import ModelFileError, human_size
 from tui.formats.gguf import read_gguf_info
@@ -77,18 +78,64 @@ def request_need(request: Any) -> int:
     return need
 
 
+def request_vram_need(request: Any) -> int:
+    """Bytes of VRAM the request's model will take if it goes to the GPU (an estimate).
+
+    Chat: weights and KV cache, the share of its layers when ``gpu_layers`` is a
+    number, 0 for 0 (CPU only). Image: its model files. Speech: the model file,
+    0 when ``use_gpu`` is off. Whether the engine's binding has a GPU at all is
+    not known here; :meth:`MemoryBudget.make_room` only acts when a GPU reports
+    engines holding VRAM.
+    """
+    path = getattr(request, "model_path", "") or ""
+    name = type(request).__name__
+    if name in ("ChatRequest", "CountTokens"):
+        try:
+            setting = gpu.parse_gpu_layers(request.gpu_layers)
+        except ValueError:
+            setting = gpu.AUTO
+        if setting == 0:
+            return 0
+        try:
+            info = read_gguf_info(path)
+        except ModelFileError:
+            return 0
+        full = info.file_size + info.kv_cache_bytes(request.n_ctx)
+        total = info.shape.get("block_count", 0) + 1
+        if setting == gpu.AUTO or int(setting) < 0 or total <= 1:
+            return full
+        return full * min(int(setting), total) // total
+    if name == "ImageRequest":
+        return _size(path) + _size(request.vae_path) + _size(request.taesd_path)
+    if name == "TranscribeRequest":
+        return _size(path) if request.use_gpu else 0
+    return 0
+
+
 class MemoryBudget:
-    """Decides which idle engines to unload; hosts call make_room before loading."""
+    """Decides which idle engines to unload; hosts call make_room before loading.
+
+    RAM and VRAM are kept apart: the budget's limit is on RAM (the processes'
+    resident memory); VRAM is made room in only when the GPU has less free than
+    the request's model needs (never on a machine without a GPU).
+    """
 
     def __init__(
         self,
         hosts: Sequence[Any],
         limit: int,
         notify: Callable[[str], None] | None = None,
+        *,
+        free_vram: Callable[[], int] = gpu.free_vram,
+        process_vram: Callable[[], dict[int, int]] = gpu.process_vram,
     ) -> None:
         self.hosts = list(hosts)
         self.limit = limit
         self.notify = notify
+        self.free_vram = free_vram
+        """Free bytes on the GPU the engines use (tui.gpu; a fake in tests)."""
+        self.process_vram = process_vram
+        """VRAM by process id (tui.gpu; {} without a GPU)."""
         for host in self.hosts:
             host.before_load = self.make_room
 
@@ -115,6 +162,40 @@ class MemoryBudget:
                 self._tell(
                     f"Unloaded the {other.engine} model {model} ({human_size(held[other.engine])})"
                     f" to make room within the {human_size(self.limit)} memory budget"
+                )
+        return unloaded + self.make_vram_room(host, request)
+
+    def make_vram_room(self, host: Any, request: Any) -> list[str]:
+        """Unload idle engines holding VRAM until the request's model fits in free VRAM.
+
+        Least recently used first; does nothing without a GPU (NVML lists no
+        process), when the request will not use it, or when it fits already.
+        """
+        on_gpu = self.process_vram()
+        others = [
+            h
+            for h in self.hosts
+            if h is not host and h.alive and h.loaded_model and on_gpu.get(h.pid or 0, 0) > 0
+        ]
+        if not others:
+            return []
+        need = request_vram_need(request)
+        if not need:
+            return []
+        # The host's own model, if any, is unloaded before its new one loads.
+        free = self.free_vram() + (on_gpu.get(host.pid or 0, 0) if host.alive else 0)
+        unloaded: list[str] = []
+        for other in sorted(others, key=lambda h: h.last_used):
+            if need <= free:
+                break
+            held = on_gpu[other.pid]
+            model = Path(other.loaded_model or "").name
+            if other.release():
+                free += held
+                unloaded.append(other.engine)
+                self._tell(
+                    f"Unloaded the {other.engine} model {model} ({human_size(held)} of VRAM)"
+                    f" to make room in VRAM ({human_size(need)} needed)"
                 )
         return unloaded
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tui import locations
 from tui.engines.protocol import Sampling
+from tui.gpu import AUTO, GPU_LAYERS_HELP, parse_gpu_layers
 
 ENV_PREFIX = "TRIPTYCH_"
 
@@ -49,8 +51,9 @@ class Settings:
     threads: int = 0
     """CPU threads for each engine; 0 means all physical cores. More than the CPUs
     this process may use counts as all of them."""
-    gpu_layers: int = 0
-    """Layers offloaded to the GPU when the binding has a GPU backend."""
+    gpu_layers: int | str = AUTO
+    """Chat model layers offloaded when llama.cpp has a GPU backend: "auto" (as many as fit
+    in free VRAM), -1 (all), 0 (CPU only) or a number of layers."""
     system_prompt: str = "You are a helpful assistant."
     """System prompt of new conversations."""
     sampling: Sampling = field(default_factory=Sampling)
@@ -120,6 +123,9 @@ class Layers:
 
 
 _TABLES = ("sampling", "keymap", "image_presets", "servers")
+_PARSED: dict[str, tuple[Any, str]] = {"gpu_layers": (parse_gpu_layers, GPU_LAYERS_HELP)}
+"""Fields of more than one type: the function that checks and converts a file or
+environment value (ValueError when bad), and what the value may be, for the problem line."""
 
 
 def _from_file(kind: type, value: Any) -> Any:
@@ -182,13 +188,14 @@ def load_layers(path: Path) -> Layers:
         if f.name in _TABLES:
             continue
         kind = type(getattr(settings, f.name))
+        parse, allowed = _PARSED.get(f.name, (partial(_from_file, kind), _kind_name(kind)))
         if f.name in data:
             try:
-                setattr(settings, f.name, _from_file(kind, data[f.name]))
+                setattr(settings, f.name, parse(data[f.name]))
             except (TypeError, ValueError):
                 problems.append(
                     f"{path}: {f.name} = {_describe(data[f.name])} is not"
-                    f" {_KIND_NAMES.get(kind, kind.__name__)}; using {getattr(settings, f.name)!r}"
+                    f" {allowed}; using {getattr(settings, f.name)!r}"
                 )
     presets = data.get("image_presets")
     if isinstance(presets, dict):
@@ -246,15 +253,19 @@ def load_layers(path: Path) -> Layers:
         if env is None:
             continue
         kind = type(getattr(settings, f.name))
+        parse, allowed = _PARSED.get(f.name, (partial(_coerce, kind), _kind_name(kind)))
         try:
-            setattr(settings, f.name, _coerce(kind, env))
+            setattr(settings, f.name, parse(env))
             env_fields.append(f.name)
         except ValueError:
             problems.append(
-                f"{ENV_PREFIX}{f.name.upper()}={_describe(env)} is not"
-                f" {_KIND_NAMES.get(kind, kind.__name__)}; ignored"
+                f"{ENV_PREFIX}{f.name.upper()}={_describe(env)} is not {allowed}; ignored"
             )
     return Layers(settings, problems, file_ok, env_fields)
+
+
+def _kind_name(kind: type) -> str:
+    return _KIND_NAMES.get(kind, kind.__name__)
 
 
 _KIND_NAMES = {

@@ -15,8 +15,17 @@ from tui.cpu import bound_threads
 from tui.cpu import default_threads as default_threads  # the bench scripts import it here
 from tui.engines import protocol as p
 from tui.engines.channel import Channel
+from tui.engines.decode import Coalescer, TokenText, decode_steps
 from tui.formats import ModelFileError
-from tui.formats.gguf import read_gguf_info
+from tui.formats.gguf import GGUFInfo, read_gguf_info
+from tui.gpu import (
+    AUTO,
+    LayerPlan,
+    gpus,
+    load_with_gpu_fallback,
+    parse_gpu_layers,
+    plan_gpu_layers,
+)
 
 MIN_REPLY_TOKENS = 64
 """Room kept free for the reply when older messages must be dropped to fit."""
@@ -40,6 +49,30 @@ def defuse_control_tokens(text: str, controls: tuple[str, ...]) -> str:
     return text
 
 
+def _gpu_setting(value: object) -> int | str:
+    """A request's gpu_layers, normalised ("AUTO" and "12" as "auto" and 12); "auto" if bad."""
+    try:
+        return parse_gpu_layers(value)
+    except ValueError:
+        return AUTO
+
+
+def _plan_layers(setting: int | str, info: GGUFInfo, n_ctx: int, offload: bool) -> LayerPlan:
+    """The layers to offload: none on a CPU-only build, NVML asked only on a GPU one."""
+    free: int | None = None
+    if offload and setting == AUTO:
+        found = gpus()  # llama.cpp's main GPU is device 0
+        free = found[0].free_bytes if found else None  # None: NVML cannot tell
+    return plan_gpu_layers(
+        setting,
+        n_layers=info.shape.get("block_count", 0),
+        model_bytes=info.file_size,
+        kv_bytes=info.kv_cache_bytes(n_ctx),
+        free_vram=free,
+        offload_supported=offload,
+    )
+
+
 class ChatEngine:
     def __init__(self) -> None:
         self.llm: Any = None
@@ -53,7 +86,10 @@ class ChatEngine:
     def _load(self, request: p.ChatRequest | p.CountTokens, channel: Channel) -> bool:
         # Bounded here too, so that no request can ask for more threads than CPUs.
         threads = bound_threads(request.n_threads)
-        key = (request.model_path, request.n_ctx, threads, request.gpu_layers)
+        setting = _gpu_setting(request.gpu_layers)
+        # The setting as asked, not the layers it came to: free VRAM changes with
+        # what this very model holds, and must not make the next request reload.
+        key = (request.model_path, request.n_ctx, threads, setting)
         if self.llm is not None and self.key == key:
             return True
         # Check the file before unloading: a bad pick keeps the loaded model.
@@ -64,17 +100,23 @@ class ChatEngine:
             return False
         self._unload()
         started = time.perf_counter()
-        from llama_cpp import Llama  # imported here: only engine processes load it
+        import llama_cpp  # imported here: only engine processes load it
 
-        try:
-            self.llm = Llama(
+        # After unloading: the model it replaces no longer holds VRAM.
+        plan = _plan_layers(setting, info, request.n_ctx, llama_cpp.llama_supports_gpu_offload())
+
+        def load(layers: int) -> Any:
+            return llama_cpp.Llama(
                 model_path=request.model_path,
                 n_ctx=request.n_ctx,
                 n_threads=threads,
                 n_threads_batch=threads,
-                n_gpu_layers=request.gpu_layers,
+                n_gpu_layers=layers,
                 verbose=False,
             )
+
+        try:
+            self.llm, layers, fallback = load_with_gpu_fallback(load, plan.layers, plan.total)
         except (ValueError, RuntimeError, OSError) as error:
             self.llm = None
             channel.emit(
@@ -95,6 +137,9 @@ class ChatEngine:
                 load_s=time.perf_counter() - started,
                 n_ctx=self.llm.n_ctx(),
                 chat_format=str(self.llm.chat_format or ""),
+                gpu_layers=plan.total if layers < 0 else layers,
+                gpu_layers_total=plan.total,
+                note=fallback or plan.note,
             )
         )
         return True
@@ -217,43 +262,51 @@ class ChatEngine:
             if a != b:
                 break
             cached += 1
+        import llama_cpp  # only engine processes load it
+
         seed = request.seed if request.seed >= 0 else random.randrange(2**31)
+        llm.set_seed(seed)
+        request_id = request.request_id
+        events = Coalescer(
+            lambda text, n: channel.emit(p.TokenGenerated(text, request_id, tokens=n))
+        )
         started = time.perf_counter()
         first_at: float | None = None
         last_at = started
         count = 0
         reason = "stop"
-        stream = llm.create_completion(
-            prompt=tokens,
-            stream=True,
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        steps = decode_steps(
+            llm,
+            tokens,
             max_tokens=request.max_tokens,
-            temperature=request.temperature,
+            stop=formatted.stop,
+            is_eog=lambda token: llama_cpp.llama_vocab_is_eog(vocab, token),
+            text=TokenText(vocab, llama_cpp),
+            temp=request.temperature,
             top_p=request.top_p,
             top_k=request.top_k,
             min_p=request.min_p,
             repeat_penalty=request.repeat_penalty,
-            seed=seed,
-            stop=formatted.stop,
             stopping_criteria=formatted.stopping_criteria,
         )
         try:
-            for chunk in stream:
-                choice = chunk["choices"][0]
-                text = choice.get("text") or ""
+            for step in steps:
                 now = time.perf_counter()
-                if text:
+                if step.token:
                     if first_at is None:
                         first_at = now
                     last_at = now
                     count += 1
-                    channel.emit(p.TokenGenerated(text, request.request_id))
-                if choice.get("finish_reason"):
-                    reason = choice["finish_reason"]
+                events.add(step.text, now, tokens=int(step.token))
+                if step.finish:
+                    reason = step.finish
                 if channel.cancelled.is_set():
                     reason = "cancelled"
                     break
         finally:
-            stream.close()
+            steps.close()
+            events.flush()
         finished = time.perf_counter()
         ttft = (first_at - started) if first_at is not None else finished - started
         decode_s = last_at - first_at if first_at is not None else 0.0

@@ -88,7 +88,9 @@ class ChatRequest(Sampling):
     model_path: str
     messages: list[ChatMessage]
     n_threads: int = 0
-    gpu_layers: int = 0
+    gpu_layers: int | str = "auto"
+    """"auto" (as many layers as fit in free VRAM), -1 (all), 0 (CPU only) or a layer count;
+    the engine resolves it (tui.gpu.plan_gpu_layers); a CPU-only binding uses none."""
     request_id: int = 0
 
 
@@ -105,7 +107,7 @@ class CountTokens:
     texts: list[str]
     n_ctx: int = 4096
     n_threads: int = 0
-    gpu_layers: int = 0
+    gpu_layers: int | str = "auto"
     request_id: int = 0
 
 
@@ -140,12 +142,22 @@ class ModelLoaded:
     load_s: float
     n_ctx: int
     chat_format: str = ""
+    gpu_layers: int = 0
+    """Layers on the GPU (0: all on the CPU)."""
+    gpu_layers_total: int = 0
+    """Layers the model has, the output layer included (0 when unknown)."""
+    note: str = ""
+    """A line for the user when the GPU took fewer layers than asked ('' otherwise)."""
 
 
 @dataclass
 class TokenGenerated:
+    """Reply text: one token's, or several produced within a frame of each other."""
+
     text: str
     request_id: int = 0
+    tokens: int = 1
+    """How many tokens the text is (the engine groups tokens that come faster than frames)."""
 
 
 @dataclass

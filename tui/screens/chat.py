@@ -729,7 +729,13 @@ class ChatScreen(AttachFromChat, ImagineFromChat, Screen[None]):
             self._set_status("Generating… Esc stops")
         elif isinstance(event, cs.ModelLoaded):
             name = escape(one_line(event.name))
-            self._set_status(f"Loaded {name} in {event.load_s:.1f}s")
+            gpu = ""
+            if event.gpu_layers > 0:
+                of = f"/{event.gpu_layers_total}" if event.gpu_layers_total else ""
+                gpu = f", {event.gpu_layers}{of} layers on the GPU"
+            self._set_status(f"Loaded {name} in {event.load_s:.1f}s{gpu}")
+            if event.note:
+                self.notify(one_line(event.note), severity="warning", timeout=10, markup=False)
         elif isinstance(event, cs.ContextTrimmed):
             self.notify(
                 f"Left out the {event.dropped_messages} oldest messages to fit the context",

@@ -10,7 +10,7 @@ must be. Every step is announced as an event of the chat service.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,20 +215,34 @@ class AttachmentTray:
             n_threads=settings.threads,
             gpu_layers=settings.gpu_layers,
         )
+        from tui.services.chat import model_loaded  # here: tui.services.chat imports this module
+
         try:
-            counted = count_tokens(backend, request)
+            # A count may be what loads the model: its GPU note is shown as a reply's is.
+            counted = count_tokens(
+                backend, request, lambda event: service.emit(model_loaded(event))
+            )
         finally:
             if backend is not service.host:
                 backend.shutdown()
         return counted.counts, counted.n_ctx, counted.estimated
 
 
-def count_tokens(backend: Any, request: p.CountTokens) -> p.TokensCounted:
-    """Blocks: ``request`` answered by a chat backend; AttachmentError (one line) if not."""
+def count_tokens(
+    backend: Any,
+    request: p.CountTokens,
+    on_loaded: Callable[[p.ModelLoaded], object] | None = None,
+) -> p.TokensCounted:
+    """Blocks: ``request`` answered by a chat backend; AttachmentError (one line) if not.
+
+    ``on_loaded`` gets the ModelLoaded event when the count loads the model.
+    """
     counted: p.TokensCounted | None = None
     for event in backend.submit(request):
         if isinstance(event, p.TokensCounted):
             counted = event
+        elif isinstance(event, p.ModelLoaded) and on_loaded is not None:
+            on_loaded(event)
         elif isinstance(event, p.EngineFailed):
             raise att.AttachmentError(f"could not count tokens: {event.message}")
     if counted is None:
@@ -275,6 +289,7 @@ def attach_files(
     request: p.ChatRequest,
     speech_host: Any = None,
     settings: Any = None,
+    on_loaded: Callable[[p.ModelLoaded], object] | None = None,
 ) -> tuple[list[att.Candidate], list[str]]:
     """Blocks: read, count and fit ``paths`` for the last user message of ``request``.
 
@@ -287,9 +302,11 @@ def attach_files(
         return transcribe_file(path, settings, speech_host)
 
     def count(texts: Sequence[str]) -> list[int]:
-        return count_tokens(backend, _count_request(request, list(texts))).counts
+        return count_tokens(backend, _count_request(request, list(texts)), on_loaded).counts
 
-    base = count_tokens(backend, _count_request(request, [m.content for m in request.messages]))
+    base = count_tokens(
+        backend, _count_request(request, [m.content for m in request.messages]), on_loaded
+    )
     used = sum(base.counts) + TOKENS_PER_MESSAGE * len(request.messages)
     fitted: list[att.Candidate] = []
     notices: list[str] = []

@@ -74,6 +74,22 @@ class ModelLoaded:
     name: str
     """The model file's name."""
     load_s: float
+    gpu_layers: int = 0
+    """Layers on the GPU (0: all on the CPU)."""
+    gpu_layers_total: int = 0
+    note: str = ""
+    """Why fewer layers than asked went to the GPU ('' when nothing to say): shown once."""
+
+
+def model_loaded(event: p.ModelLoaded) -> ModelLoaded:
+    """The service event for an engine's ModelLoaded (a reply's, or a token count's)."""
+    return ModelLoaded(
+        event.model_path.rsplit("/", 1)[-1],
+        event.load_s,
+        event.gpu_layers,
+        event.gpu_layers_total,
+        event.note,
+    )
 
 
 @dataclass(frozen=True)
@@ -547,7 +563,7 @@ class ChatService(Service):
         elif isinstance(event, p.CpuGranted):
             self.emit(CpuGranted())
         elif isinstance(event, p.ModelLoaded):
-            self.emit(ModelLoaded(event.model_path.rsplit("/", 1)[-1], event.load_s))
+            self.emit(model_loaded(event))
         elif isinstance(event, p.ContextTrimmed):
             self.emit(ContextTrimmed(event.dropped_messages))
         elif isinstance(event, p.GenerationFinished):

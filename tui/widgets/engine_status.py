@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, cast
 from textual.markup import escape
 from textual.widgets import Static
 
+from tui import gpu
 from tui.budget import process_rss
 from tui.formats import human_size
 from tui.safe_text import one_line, visible
@@ -47,13 +48,21 @@ class EngineStatus(Static):
         remote = chat.remote_server() if chat is not None else None
         if remote:
             parts.append(f"chat remote {one_line(remote)}")
-        for host in (app.chat_host, app.image_host, app.speech_host):
+        hosts = (app.chat_host, app.image_host, app.speech_host)
+        # One NVML query a refresh; each engine is its own process, so its pid's
+        # VRAM is its model's ({} without a GPU: nothing more is shown).
+        vram = gpu.process_vram() if any(h.alive and h.loaded_model for h in hosts) else {}
+        for host in hosts:
             if not host.alive:
                 continue
             rss = process_rss(host.pid)
             used += rss
             if host.loaded_model:
-                parts.append(f"{host.engine} {_short(host.loaded_model)} {human_size(rss)}")
+                part = f"{host.engine} {_short(host.loaded_model)} {human_size(rss)}"
+                on_gpu = vram.get(host.pid or 0, 0)
+                if on_gpu:
+                    part += f" + {human_size(on_gpu)} VRAM"
+                parts.append(part)
         text = " · ".join(parts) if parts else "no model loaded"
         # A request queued behind another engine's (tui/cpu.py): say so on every panel.
         queued = [
