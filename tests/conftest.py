@@ -37,6 +37,9 @@ def app_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             "TRIPTYCH_MODELS_DIR",
         ):
             monkeypatch.delenv(name)
+    # The first-start model tip was "shown" already: tests that want it remove this.
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "first-start.json").write_text("{}\n")
     return tmp_path
 
 

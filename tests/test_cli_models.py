@@ -70,6 +70,10 @@ def test_pull_import_default_rm(env: dict[str, str], tmp_path: Path, chat_model:
     assert by_id["whisper-tiny.en"]["status"] == "default, installed"
     assert by_id["smollm2-135m"]["status"] == "default, installed"
     assert by_id["qwen2.5-1.5b"]["status"].startswith("available")
+    for row in rows:  # the catalog's rows say where they fit; "fits" is kept for older readers
+        if row["id"] is not None:
+            assert row["fits_on"] in ("gpu", "ram", "none")
+            assert row["fits"] == (row["fits_on"] != "none")
     assert by_id["qwen2.5-1.5b"]["sha256"] == (
         "6a1a2eb6d15622bf3c96857206351ba97e1af16c30d7a74ee38970e434e9407e"
     )
@@ -115,3 +119,29 @@ def test_import_errors_are_one_line(env: dict[str, str], tmp_path: Path, chat_mo
     outside = one_error_line(triptych("rm", str(chat_model), "--yes", env=env))
     assert "outside Triptych's models folder" in outside
     assert chat_model.exists()
+
+
+def test_list_says_where_each_model_fits(
+    app_dirs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """In-process, with a fake 2 GiB GPU and 3 GiB of RAM: GPU, RAM and too big."""
+    from tui import catalog, gpu, models_cli
+    from tui.config import Settings
+    from tui.gpu import GpuInfo
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(gpu, "gpus", lambda: [GpuInfo(0, "Fake GPU", 2 << 30, 2 << 30, (8, 9))])
+    monkeypatch.setattr(catalog, "total_ram", lambda: 3 << 30)
+    assert models_cli._list(Settings(), "chat", as_json=True) == 0
+    rows = {row["id"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["qwen2.5-1.5b"]["fits_on"] == "gpu"  # 1.5 GiB <= 90% of 2 GiB
+    assert rows["smollm2-1.7b"]["fits_on"] == "ram"  # 2.1 GiB <= 80% of 3 GiB
+    assert rows["llama3.2-3b"]["fits_on"] == "none" and rows["llama3.2-3b"]["fits"] is False
+    assert rows["llama3.2-3b"]["status"] == "available (needs more RAM than this machine has)"
+    assert rows["smollm2-1.7b"]["fits"] is True
+    assert models_cli._list(Settings(), "chat", as_json=False) == 0
+    lines = capsys.readouterr().out.splitlines()
+    line = next(line for line in lines if "qwen2.5-1.5b" in line)
+    assert line.split()[-2:] == ["GPU", "available"]
+    line = next(line for line in lines if "llama3.2-3b" in line)
+    assert "  too big  available (needs more RAM" in line

@@ -348,6 +348,7 @@ def make_dirs(root: Path, chat_model: Path, **sampling: float | int) -> dict[str
     data, config = root / "data", root / "config"
     data.mkdir()
     config.mkdir()
+    (data / "first-start.json").write_text("{}\n")  # no first-start model tip
     settings = {"temperature": 0.0, "max_tokens": 48, "n_ctx": 2048, **sampling}
     # One engine thread: llama.cpp threads spin, so two engines (or a busy machine)
     # with a thread per core each slow down far more than they should.

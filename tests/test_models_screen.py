@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import wait_until
 from tests.hub_server import HubServer
 from tests.speech_fixtures import whisper_model
-from tui import catalog
+from tui import catalog, gpu
 from tui.app import TriptychApp
 from tui.config import Settings
 from tui.screens.models import ModelsScreen
@@ -181,6 +181,7 @@ def test_models_snapshot(
     snap_compare, app_dirs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(catalog, "total_ram", lambda: 8 << 30)
+    monkeypatch.setattr(gpu, "gpus", lambda: [])  # the same picture on a GPU machine
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     app = make_app(tmp_path)
 

@@ -6,17 +6,18 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterable
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
-from textual.notifications import SeverityLevel
+from textual.notifications import Notification, Notify, SeverityLevel
 from textual.screen import Screen
 from textual.signal import Signal
 from textual.theme import Theme
 
 from tui import locations
 from tui.budget import MemoryBudget, budget_bytes
+from tui.compat.textual import dismiss_notification
 from tui.config import Settings
 from tui.cpu import CpuGate, available_cpus
 from tui.engines.host import EngineHost
@@ -34,6 +35,7 @@ from tui.screens.models import ModelsScreen
 from tui.screens.search import SearchScreen, open_search_hit
 from tui.services.chat import ChatService
 from tui.services.imagine import ImagineService
+from tui.services.models import ModelTip, take_first_start_tip
 from tui.services.settings import SettingsChanged, SettingsProblem, SettingsService
 from tui.signals import ExitSavers, SignalExit, exit_status
 from tui.store import Store, StoreError
@@ -52,6 +54,8 @@ PANELS = {
 """One mode per panel."""
 
 IDLE_CHECK_S = 10.0
+TIP_TIMEOUT_S = 60.0
+"""How long the first-start model tip stays up (any key or a click hides it sooner)."""
 
 
 class DownloadChanged(Message):
@@ -175,6 +179,8 @@ class TriptychApp(App[None]):
             host.cpu_gate = self.cpu_gate
         self.downloads = DownloadQueue(on_change=self._download_changed)
         self._download_states: dict[int, str] = {}
+        self._tip: Notification | None = None
+        """The first-start model tip while it is shown (see _offer_model_tip)."""
         self._themes: list[Theme] = bundled_themes()
         self.exit_savers = ExitSavers()
         """What to save when a signal ends the app: screens join on mount, leave on unmount."""
@@ -231,6 +237,35 @@ class TriptychApp(App[None]):
                 f" CPUs here; the engines use {cpus}",
                 severity="warning",
             )
+        self._offer_model_tip()
+
+    @work(thread=True, group="first-start-tip", exit_on_error=False)
+    def _offer_model_tip(self) -> None:
+        """Once ever (a file in the data folder remembers it): with only the built-in
+        chat model on disk, suggest a catalog model that suits this machine. Off the
+        event loop: deciding scans the model files."""
+        settings = self.settings_service.current
+        tip = take_first_start_tip(settings, self.chat_model_override or settings.chat_model)
+        if tip is not None:
+            self.call_from_thread(self._show_tip, tip)
+
+    def _show_tip(self, tip: ModelTip) -> None:
+        """A notification that any key hides (the key still does what it does)."""
+        notification = Notification(
+            tip.message, tip.title, "information", TIP_TIMEOUT_S, markup=False
+        )
+        self._tip = notification
+        self.post_message(Notify(notification))
+
+    def _hide_tip(self) -> None:
+        if self._tip is not None:
+            dismiss_notification(self, self._tip)
+            self._tip = None
+
+    async def on_event(self, event: events.Event) -> None:
+        if self._tip is not None and isinstance(event, events.Key):
+            self._hide_tip()
+        await super().on_event(event)
 
     def notify(
         self,

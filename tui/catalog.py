@@ -12,11 +12,13 @@ entry pins the revision the hash belongs to.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui import locations
+from tui import gpu, locations
 from tui.default_model import DEFAULT_CHAT_FILENAME, DEFAULT_CHAT_SHA256, DEFAULT_CHAT_SIZE
+from tui.gpu import GpuInfo
 from tui.hub import FileSpec
 
 GIB = 1 << 30
@@ -366,3 +368,50 @@ def fits(entry: CatalogEntry, ram: int | None = None) -> bool:
     """Whether the model should run here: it needs at most 80% of physical memory."""
     ram = total_ram() if ram is None else ram
     return ram == 0 or entry.ram <= ram * 0.8
+
+
+VRAM_SHARE = 0.9
+"""A model fits on the GPU when it needs at most this share of the GPU's memory."""
+COMFORTABLE_RAM_SHARE = 0.5
+"""A model recommended for RAM needs at most this share of it, so the machine stays usable."""
+FIT_LABELS = {"gpu": "GPU", "ram": "RAM", "none": "too big"}
+"""Short marks for where a model fits (see fits_on)."""
+
+
+def gpu_memory(gpus: Sequence[GpuInfo] | None = None) -> int:
+    """Total memory in bytes of the GPU the engines use (the first; 0 without one).
+
+    ``gpus`` defaults to this machine's (tui.gpu); tests pass fakes.
+    """
+    found = gpu.gpus() if gpus is None else gpus
+    return found[0].total_bytes if found else 0
+
+
+def fits_on(
+    entry: CatalogEntry, gpus: Sequence[GpuInfo] | None = None, ram: int | None = None
+) -> str:
+    """Where the model fits: "gpu" (at most 90% of the GPU's memory), else "ram"
+    (fits(): at most 80% of physical memory), else "none"."""
+    vram = gpu_memory(gpus)
+    if vram and entry.ram <= vram * VRAM_SHARE:
+        return "gpu"
+    return "ram" if fits(entry, ram) else "none"
+
+
+def recommend_chat(
+    gpus: Sequence[GpuInfo] | None = None, ram: int | None = None
+) -> CatalogEntry | None:
+    """The chat model to suggest for this machine, or None.
+
+    The largest downloadable catalog chat model (by the memory it needs) that fits
+    on the GPU; without one, the largest that needs at most half the RAM. Equal
+    needs go to the one listed first. The built-in model is never suggested.
+    """
+    found = gpu.gpus() if gpus is None else gpus
+    ram = total_ram() if ram is None else ram
+    chat = [e for e in entries("chat") if not e.embedded]
+    on_gpu = [e for e in chat if fits_on(e, found, ram) == "gpu"]
+    in_ram = [e for e in chat if ram > 0 and e.ram <= ram * COMFORTABLE_RAM_SHARE]
+    candidates = on_gpu or in_ram
+    # max() keeps the first of equal needs: the catalog's order breaks ties.
+    return max(candidates, key=lambda e: e.ram) if candidates else None

@@ -44,6 +44,11 @@ def database_file() -> Path:
     return _override("TRIPTYCH_DB") or data_dir() / "triptych.db"
 
 
+def first_start_file() -> Path:
+    """Written when the first-start model tip was shown (not a setting; never rewritten)."""
+    return data_dir() / "first-start.json"
+
+
 def logs_dir() -> Path:
     """Engine process logs (native libraries write their diagnostics here)."""
     return data_dir() / "logs"

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from tui import catalog, library, locations
+from tui import catalog, gpu, library, locations
 from tui.cli_support import CliError, load_settings
 from tui.config import Settings
 from tui.default_model import ensure_default_chat_model
@@ -93,6 +93,7 @@ def _info(path: Path) -> int:
 def _list(settings: Settings, modality: str | None, as_json: bool) -> int:
     found = library.scan(settings)
     ram = catalog.total_ram()
+    gpus = gpu.gpus()
     for mod in [modality] if modality else list(library.MODALITIES):
         local = [m for m in found if m.modality == mod]
         claimed: set[Path] = set()
@@ -104,19 +105,23 @@ def _list(settings: Settings, modality: str | None, as_json: bool) -> int:
             if match is not None:
                 claimed.add(match.path)
             status = _status(settings, match) if match else "available"
-            if match is None and not catalog.fits(entry, ram):
+            # "gpu": fits the GPU's memory, "ram": only the RAM, "none": neither;
+            # "fits" (older readers) is whether it fits at all.
+            fits_on = catalog.fits_on(entry, gpus, ram)
+            if match is None and fits_on == "none":
                 status = "available (needs more RAM than this machine has)"
             if as_json:
                 print(json.dumps({
                     "modality": mod, "id": entry.id, "name": entry.name, "repo": entry.repo,
                     "file": entry.file, "revision": entry.revision, "size": entry.size,
                     "sha256": entry.sha256, "licence": entry.licence, "ram": entry.ram,
-                    "fits": catalog.fits(entry, ram), "status": status,
+                    "fits": fits_on != "none", "fits_on": fits_on, "status": status,
                     "path": str(match.path) if match else None,
                 }))  # fmt: skip
             else:
                 name = one_line(entry.name)[:36]
-                print(f"  {entry.id:20} {name:36} {human_size(entry.size):>10}  {status}")
+                fit = catalog.FIT_LABELS[fits_on]
+                print(f"  {entry.id:20} {name:36} {human_size(entry.size):>10}  {fit:7}  {status}")
         for model in local:
             if model.path in claimed:
                 continue
@@ -129,7 +134,7 @@ def _list(settings: Settings, modality: str | None, as_json: bool) -> int:
                 }))  # fmt: skip
             else:
                 name = one_line(model.name)[:36]
-                print(f"  {'-':20} {name:36} {human_size(model.size):>10}  {status}")
+                print(f"  {'-':20} {name:36} {human_size(model.size):>10}  {'':7}  {status}")
                 print(f"  {'':20} {one_line(str(model.path))}")
     return 0
 

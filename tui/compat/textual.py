@@ -4,9 +4,14 @@
 terminal guard (tui/terminal_guard.py) fills that cache with the output of a
 cleaned copy, so a strip with control characters in its text is cleaned once,
 and every later render of it returns the clean output.
+
+``App._unnotify`` removes one notification (Textual's own Toast calls it when its
+timer ends); the first-start tip uses it to go away at the next key.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from textual.strip import Strip
 
@@ -19,3 +24,8 @@ def strip_render_cache(strip: Strip) -> str | None:
 def set_strip_render_cache(strip: Strip, rendered: str) -> None:
     """Make ``strip.render`` return ``rendered`` from now on."""
     strip._render_cache = rendered
+
+
+def dismiss_notification(app: Any, notification: Any) -> None:
+    """Take ``notification`` off the screen now, as its own timeout would."""
+    app._unnotify(notification)

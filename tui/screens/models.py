@@ -121,10 +121,7 @@ class ModelsScreen(Screen[None]):
         table.add_column("Size", key="size", width=6)
         table.add_column("RAM", key="ram", width=5)
         table.add_column("Status", key="status")
-        ram = catalog.total_ram()
-        self.query_one("#models-ram", Static).update(
-            f"RAM {human_size(ram)}" if ram else "RAM unknown"
-        )
+        self._show_memory()
         table.focus()
         self.rescan()
         self.set_interval(0.25, self._tick_downloads)
@@ -141,7 +138,17 @@ class ModelsScreen(Screen[None]):
     def _scan_done(self, found: list[LocalModel]) -> None:
         self.local = found
         self._scanned = True
+        self._show_memory()
         self.refresh_table()
+
+    def _show_memory(self) -> None:
+        """RAM, and the GPU's memory once the scan has asked NVML (off the event loop)."""
+        ram = catalog.total_ram()
+        memory = f"RAM {human_size(ram)}" if ram else "RAM unknown"
+        vram = catalog.gpu_memory(self.service.gpus) if self.service.gpus_known else 0
+        self.query_one("#models-ram", Static).update(
+            f"GPU {human_size(vram)} · {memory}" if vram else memory
+        )
 
     def _rows(self) -> list[Row]:
         return self.service.rows(self.modality)
@@ -399,10 +406,12 @@ class ModelsScreen(Screen[None]):
         if entry.embedded:
             self._install_embedded()
             return
-        if not catalog.fits(entry):
+        if self.service.fits_on(entry) == "none":
+            vram = catalog.gpu_memory(self.service.gpus)
+            gpu_memory = f" and a {human_size(vram)} GPU" if vram else ""
             self.notify(
                 f"{entry.name} needs about {human_size(entry.ram)} of memory; this machine"
-                f" has {human_size(catalog.total_ram())}. Downloading anyway.",
+                f" has {human_size(catalog.total_ram())}{gpu_memory}. Downloading anyway.",
                 severity="warning",
             )
         self.notify(self.service.download(row))

@@ -215,7 +215,7 @@ class AttachmentTray:
             n_threads=settings.threads,
             gpu_layers=settings.gpu_layers,
         )
-        from tui.services.chat import model_loaded  # here: tui.services.chat imports this module
+        from tui.services.chat_events import model_loaded
 
         try:
             # A count may be what loads the model: its GPU note is shown as a reply's is.

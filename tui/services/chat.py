@@ -28,6 +28,8 @@ from tui.formats import ModelFileError
 from tui.formats.gguf import read_gguf_info
 from tui.services.attach import AttachmentTray
 from tui.services.base import Service
+from tui.services.chat_events import ModelLoaded as ModelLoaded  # the screens use cs.ModelLoaded
+from tui.services.chat_events import model_loaded
 from tui.store import Conversation, Store, StoreError
 from tui.store import Message as StoredMessage
 
@@ -67,29 +69,6 @@ class WaitingForCpu:
 @dataclass(frozen=True)
 class CpuGranted:
     """A reply that waited for the cores starts now."""
-
-
-@dataclass(frozen=True)
-class ModelLoaded:
-    name: str
-    """The model file's name."""
-    load_s: float
-    gpu_layers: int = 0
-    """Layers on the GPU (0: all on the CPU)."""
-    gpu_layers_total: int = 0
-    note: str = ""
-    """Why fewer layers than asked went to the GPU ('' when nothing to say): shown once."""
-
-
-def model_loaded(event: p.ModelLoaded) -> ModelLoaded:
-    """The service event for an engine's ModelLoaded (a reply's, or a token count's)."""
-    return ModelLoaded(
-        event.model_path.rsplit("/", 1)[-1],
-        event.load_s,
-        event.gpu_layers,
-        event.gpu_layers_total,
-        event.note,
-    )
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,22 @@ the panel calls them from a thread.
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tui import catalog, library, locations
+from tui import catalog, gpu, library, locations
 from tui.backends.keys import KeyFileError, delete_key, key_file
 from tui.backends.servers import BackendError, remote_spec, server_config
 from tui.catalog import CatalogEntry
-from tui.default_model import ensure_default_chat_model
+from tui.config import Settings
+from tui.default_model import ensure_default_chat_model, resolve_chat_model
 from tui.formats import ModelFileError, human_size
+from tui.gpu import GpuInfo
 from tui.hub import DownloadError, FileSpec, parse_spec, part_path
 from tui.library import LocalModel
 from tui.services.base import Service
@@ -28,6 +33,9 @@ from tui.services.base import Service
 SOURCES = {"models": "models folder", "folder": "added folder", "hf-cache": "HF cache"}
 SERVER_MODEL_SETTINGS = {"chat": "chat_model", "image": "image_model", "speech": "speech_model"}
 """The settings field holding each modality's default model, local or ``server:NAME/MODEL``."""
+FIT_STATUS = {"gpu": "fits GPU", "ram": "fits RAM", "none": "too big"}
+"""The status of a catalog model not downloaded yet, by where it fits (catalog.fits_on)."""
+TIP_TITLE = "Tip: a better chat model"
 
 
 @dataclass
@@ -110,6 +118,27 @@ class ModelsService(Service):
         self.local: list[LocalModel] = []
         """The files found by the last scan."""
         self.scanned = False
+        self._gpus: list[GpuInfo] | None = None
+
+    @property
+    def gpus(self) -> list[GpuInfo]:
+        """This machine's GPUs (asked once: their memory does not change; the first
+        question loads NVML, which scan() does off the event loop)."""
+        if self._gpus is None:
+            self._gpus = gpu.gpus()
+        return self._gpus
+
+    @property
+    def gpus_known(self) -> bool:
+        return self._gpus is not None
+
+    def fits_on(self, entry: CatalogEntry) -> str:
+        """Where a catalog model fits here: gpu, ram or none (catalog.fits_on)."""
+        return catalog.fits_on(entry, self.gpus, catalog.total_ram())
+
+    def recommended(self) -> CatalogEntry | None:
+        """The chat model suggested for this machine (catalog.recommend_chat)."""
+        return catalog.recommend_chat(self.gpus, catalog.total_ram())
 
     @property
     def settings(self) -> Any:
@@ -123,6 +152,7 @@ class ModelsService(Service):
 
     def scan(self) -> list[LocalModel]:
         """Look for model files (headers only) and announce them. Blocks."""
+        _ = self.gpus  # asked here, in the panel's scan thread, not on the event loop
         found = library.scan(self.settings, self.models_dir, self.include_hf_cache)
         self.local = found
         self.scanned = True
@@ -166,9 +196,10 @@ class ModelsService(Service):
         if done >= 0:
             share = 100 * done // row.entry.size if row.entry.size else 0
             return "…", f"stopped at {share}% (Enter resumes)"
-        if not catalog.fits(row.entry):
-            return " ", "needs more RAM than this machine has"
-        return " ", ""
+        text = FIT_STATUS[self.fits_on(row.entry)]
+        if row.entry == self.recommended():
+            text = f"{text} · recommended"
+        return " ", text
 
     # --- defaults ---------------------------------------------------------------------
 
@@ -326,6 +357,100 @@ class ModelsService(Service):
         ]
 
 
+# --- the first-start tip ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelTip:
+    """The one-time suggestion of a better chat model than the built-in one."""
+
+    entry: CatalogEntry
+    fits_on: str
+    """gpu or ram."""
+
+    @property
+    def title(self) -> str:
+        return TIP_TITLE
+
+    @property
+    def message(self) -> str:
+        where = "this machine's GPU" if self.fits_on == "gpu" else "this machine's memory"
+        return (
+            f"{self.entry.name} fits {where}. F5 opens Models, where Enter downloads it"
+            f" ({human_size(self.entry.size)})."
+        )
+
+
+def first_start_tip(
+    chat_model: Path | str,
+    local: Sequence[LocalModel],
+    state_file: Path,
+    gpus: Sequence[GpuInfo] | None = None,
+    ram: int | None = None,
+) -> ModelTip | None:
+    """Whether to suggest a chat model now, and which (reads only whether state_file exists).
+
+    Only when the tip was never shown (``state_file`` does not exist, whatever it
+    holds), the chat model in use (``chat_model``, a path) is the built-in one, no
+    other chat model file was found (``local``: what library.scan found) and a
+    catalog model suits this machine (catalog.recommend_chat; ``gpus`` and ``ram``
+    default to this machine's).
+    """
+    if os.path.lexists(state_file):
+        return None
+    built_in = {e.filename for e in catalog.entries("chat") if e.embedded}
+    chat = [m for m in local if m.modality == "chat"]
+    if not chat or any(m.name not in built_in for m in chat):
+        return None
+    in_use = Path(chat_model)
+    if in_use.name not in built_in or not any(_same_file(in_use, m.path) for m in chat):
+        return None
+    found = gpu.gpus() if gpus is None else gpus
+    entry = catalog.recommend_chat(found, ram)
+    if entry is None:
+        return None
+    return ModelTip(entry, catalog.fits_on(entry, found, ram))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def record_tip_shown(state_file: Path, tip: ModelTip) -> bool:
+    """Create ``state_file`` to remember the tip was shown; False (nothing written) when
+    it exists already, whatever it holds, or cannot be written."""
+    try:
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        with state_file.open("x", encoding="utf-8") as handle:  # never replaces a file
+            json.dump({"chat_model_tip": tip.entry.id, "shown_at": int(time.time())}, handle)
+            handle.write("\n")
+    except OSError:
+        return False
+    return True
+
+
+def take_first_start_tip(
+    settings: Settings, chat_model: str | None = None, state_file: Path | None = None
+) -> ModelTip | None:
+    """The first-start tip to show now, recorded as shown; None when there is none.
+
+    ``chat_model``: the chat model setting in use (a path, a file name in the models
+    folder, "" for the built-in default, or a server spec). Blocks: scans the model
+    files, unless the tip was shown before.
+    """
+    state_file = state_file or locations.first_start_file()
+    if os.path.lexists(state_file):
+        return None
+    in_use = resolve_chat_model(chat_model if chat_model is not None else settings.chat_model)
+    tip = first_start_tip(in_use, library.scan(settings), state_file)
+    if tip is None or not record_tip_shown(state_file, tip):
+        return None
+    return tip
+
+
 __all__ = [
     "DefaultChanged",
     "DownloadError",
@@ -333,8 +458,12 @@ __all__ = [
     "ModelDeleted",
     "ModelFileError",
     "ModelImported",
+    "ModelTip",
     "ModelsService",
     "Row",
     "SERVER_MODEL_SETTINGS",
     "ServerStatus",
+    "first_start_tip",
+    "record_tip_shown",
+    "take_first_start_tip",
 ]
