@@ -7,6 +7,7 @@ RUNTIME_PACKAGES=(libportaudio2 build-essential cmake git python3-venv python3-d
 # shellcheck disable=SC2034
 TEST_PACKAGES=(tmux pulseaudio libasound2-plugins espeak-ng sox lame util-linux ghostscript)
 STAMP=.venv/.triptych-install-stamp
+ACCEL_FILE=.venv/.triptych-accel  # what the installed bindings were built for (triptych gpu)
 
 say() { printf 'triptych: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -44,9 +45,10 @@ ensure_venv() {
   .venv/bin/python -m pip install -q --upgrade pip
 }
 
-# pip install -e ".[EXTRAS]", skipped when the stamp says the same pyproject.toml and
-# CMAKE_ARGS were installed before with these extras (or more).
-# TRIPTYCH_SKIP_ENGINES=1 leaves out the engines extra (llama-cpp-python).
+# pip install -e ".[EXTRAS]", skipped when the stamp says the same pyproject.toml,
+# accelerator and build flags were installed before with these extras (or more).
+# TRIPTYCH_SKIP_ENGINES=1 leaves out the engines extra (the native bindings).
+# TRIPTYCH_GPU=cpu|cuda|vulkan|metal overrides the detection (tui/accel.py).
 ensure_installed() {
   local extra want=()
   for extra in "$@"; do
@@ -55,27 +57,60 @@ ensure_installed() {
   local extras
   extras=$(IFS=,; echo "${want[*]}")
 
-  # llama-cpp-python builds from source. CMAKE_ARGS is split like a shell line (shlex),
-  # so the quotes keep each flag list one value. ggml's AMX kernels crash on some Xeons/VMs.
-  local flags=-DLLAVA_BUILD=OFF
-  if [[ $(uname -m) == x86_64 ]]; then
-    local no_amx='-mno-amx-int8 -mno-amx-tile -mno-amx-bf16'
-    flags+=" \"-DCMAKE_C_FLAGS=$no_amx\" \"-DCMAKE_CXX_FLAGS=$no_amx\""
+  # tui/accel.py asks NVML (nvidia-ml-py) which GPUs are here, before the project is installed.
+  if ! .venv/bin/python -c 'import pynvml' 2>/dev/null; then
+    .venv/bin/python -m pip install -q "nvidia-ml-py>=12.535"
   fi
-  local cmake_args="${CMAKE_ARGS:+$CMAKE_ARGS }$flags"
+  # "cuda 90", "vulkan", "metal" or "cpu"; why not a GPU build (no CUDA toolkit, a driver too
+  # old for it, ...) is said on stderr, as one line. A bad TRIPTYCH_GPU ends here.
+  local accel kind arch
+  accel=$(.venv/bin/python -m tui.accel detect) || exit 1
+  read -r kind arch <<<"$accel"
 
   local key old_key="" old_extras="" lacking=0
-  key=$({ cat pyproject.toml; echo "$cmake_args"; } | sha256sum | cut -d' ' -f1)
+  key=$(.venv/bin/python -m tui.accel stamp-key --kind "$kind" --arch "$arch") || exit 1
   if [[ -f $STAMP ]]; then read -r old_key old_extras <"$STAMP" || true; fi
   if [[ $old_key == "$key" ]]; then
     for extra in "${want[@]}"; do [[ ,$old_extras, == *,$extra,* ]] || lacking=1; done
     if ((lacking == 0)); then return 0; fi
   fi
 
-  if [[ ,$extras, == *,engines,* ]] &&
-    ! .venv/bin/python -c 'import importlib.metadata as m; m.version("llama-cpp-python")' 2>/dev/null; then
-    say "building llama-cpp-python from source (about 15-20 minutes on 2 cores, once; pip caches the wheel)"
+  # CMAKE_ARGS for a CPU build of llama-cpp-python (-DLLAVA_BUILD=OFF, no AMX on x86_64),
+  # as shell-quoted KEY=VALUE lines.
+  local cpu_env built=cpu note="" previous=cpu
+  cpu_env=$(.venv/bin/python -m tui.accel env llama-cpp-python --kind cpu) || exit 1
+  if [[ -f $ACCEL_FILE ]]; then read -r previous _ <"$ACCEL_FILE" || true; fi
+  if [[ ,$extras, == *,engines,* ]]; then
+    if [[ $kind != cpu ]]; then
+      # Built into our own wheel cache (pip's cache would hand back a CPU wheel); a failed
+      # build has said which log to read, and the CPU build goes ahead.
+      local wheels_out wheels=()
+      if wheels_out=$(.venv/bin/python -m tui.accel build-wheels --kind "$kind" --arch "$arch"); then
+        mapfile -t wheels <<<"$wheels_out"
+        if .venv/bin/python -m pip install -q --no-deps --force-reinstall "${wheels[@]}"; then
+          built=$accel
+        else
+          say "installing the $accel wheels failed; using the CPU build"
+          previous=$accel # some of them may be in: put the CPU ones back
+        fi
+      fi
+      # Not retried on every start: the stamp below is the GPU one. triptych gpu shows this.
+      if [[ $built == cpu ]]; then note=" ($accel build failed; delete $STAMP to retry)"; fi
+    fi
+    if [[ $built == cpu && $previous != cpu ]]; then
+      # pip would keep the GPU build (same version); CPU wheels come from pip's cache.
+      say "reinstalling the engine bindings for the CPU"
+      local pins_out pins=()
+      pins_out=$(.venv/bin/python -m tui.accel pins) || exit 1
+      mapfile -t pins <<<"$pins_out"
+      (set -a && eval "$cpu_env" && exec .venv/bin/python -m pip install --no-deps \
+        --force-reinstall "${pins[@]}")
+    elif [[ $built == cpu ]] &&
+      ! .venv/bin/python -c 'import importlib.metadata as m; m.version("llama-cpp-python")' 2>/dev/null; then
+      say "building llama-cpp-python from source (about 15-20 minutes on 2 cores, once; pip caches the wheel)"
+    fi
   fi
-  CMAKE_ARGS=$cmake_args .venv/bin/python -m pip install -e ".${extras:+[$extras]}"
+  (set -a && eval "$cpu_env" && exec .venv/bin/python -m pip install -e ".${extras:+[$extras]}")
+  if [[ ,$extras, == *,engines,* ]]; then echo "$built$note" >"$ACCEL_FILE"; fi
   echo "$key $extras" >"$STAMP"
 }

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--stats",
         action="store_true",
-        help='print {"tokens", "ttft_s", "tokens_per_s"} as one JSON line to stderr',
+        help='print {"tokens", "ttft_s", "tokens_per_s"} as one JSON line to stderr (with "gpu"'
+        " when layers are on the GPU)",
     )
 
     imagine = sub.add_parser(
@@ -223,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--model", dest="chat_model", metavar="PATH", help="GGUF chat model")
     serve.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
+    sub.add_parser(
+        "gpu",
+        help="the GPUs, CUDA driver and toolkit, and what the engines were built for",
+        description="What scripts/run detects and builds the engines for (TRIPTYCH_GPU"
+        " overrides it), and what the installed bindings were built for.",
+    )
     from tui.servers_cli import add_parser as add_servers_parser
 
     add_servers_parser(sub)
@@ -514,9 +521,17 @@ def run_chat(args: argparse.Namespace) -> int:
         settings=settings,
         threads=threads,
     )
+    loaded: list[p.ModelLoaded] = []
+
+    def on_loaded(event: p.ModelLoaded) -> None:
+        """The model's load (by the reply, or by counting an attachment's tokens)."""
+        loaded.append(event)
+        if event.note:  # fewer layers on the GPU than asked, and why
+            print(f"triptych: {one_line(event.note)}", file=sys.stderr)
+
     if args.attach:
         try:
-            attach_to_request(args.attach, host, request, settings)
+            attach_to_request(args.attach, host, request, settings, on_loaded)
         except CliError:
             host.shutdown()
             raise
@@ -530,6 +545,8 @@ def run_chat(args: argparse.Namespace) -> int:
             if isinstance(event, p.TokenGenerated):
                 sys.stdout.write(event.text if exact else tokens.feed(event.text))
                 sys.stdout.flush()
+            elif isinstance(event, p.ModelLoaded):
+                on_loaded(event)
             elif isinstance(event, p.EngineFailed):
                 raise CliError(event.message)
             elif isinstance(event, p.GenerationFinished):
@@ -542,17 +559,27 @@ def run_chat(args: argparse.Namespace) -> int:
                         "ttft_s": round(stats.ttft_s, 4),
                         "tokens_per_s": round(stats.tokens_per_s, 2),
                     }
+                    if loaded and loaded[-1].gpu_layers > 0:
+                        layers = loaded[-1].gpu_layers
+                        line["gpu"] = f"{layers}/{loaded[-1].gpu_layers_total or layers} layers"
                     print(json.dumps(line), file=sys.stderr)
     finally:
         host.shutdown()
     return 0
 
 
-def attach_to_request(paths: Sequence[str], host: Any, request: Any, settings: Any) -> list[Any]:
+def attach_to_request(
+    paths: Sequence[str],
+    host: Any,
+    request: Any,
+    settings: Any,
+    on_loaded: Callable[[Any], object] | None = None,
+) -> list[Any]:
     """Add the files to the last (user) message of ``request``, as the Chat panel does.
 
     Trims are said on stderr, one line each; CliError (one line) for a file
     refused, and then nothing is sent. Returns the attachments (tui.attachments).
+    ``on_loaded`` gets the chat engine's ModelLoaded when counting loads the model.
     """
     from tui import locations
     from tui.attachments import AttachmentError, with_attachments
@@ -562,7 +589,12 @@ def attach_to_request(paths: Sequence[str], host: Any, request: Any, settings: A
     speech = EngineHost("speech", log_dir=locations.logs_dir())
     try:
         found, notices = attach_files(
-            paths, backend=host, request=request, speech_host=speech, settings=settings
+            paths,
+            backend=host,
+            request=request,
+            speech_host=speech,
+            settings=settings,
+            on_loaded=on_loaded,
         )
     except AttachmentError as error:
         raise CliError(str(error)) from None
@@ -630,6 +662,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tui.models_cli import run_models
 
         return run_models(args)
+    if args.command == "gpu":
+        from tui.accel import report
+
+        print("\n".join(one_line(line) for line in report()))
+        return 0
     if args.command == "servers":
         from tui.servers_cli import run_servers
 
