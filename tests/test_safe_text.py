@@ -216,3 +216,17 @@ def test_guarded_render_is_cached_like_textuals(console: Console) -> None:
     assert strip_render_cache(strip) == first
     assert strip.render(console) == first
     assert "\x1b]0;" not in first
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a[?1;2cb", "[b]bold?[/b]", "x[/b]", "[$name]", "[@click=app.quit]", "dir\\", "a\\[b]c"],
+)
+def test_escape_markup_shows_the_text_exactly_inside_markup(text: str) -> None:
+    from textual.markup import to_content
+
+    from tui.safe_text import escape_markup
+
+    content = to_content(f"[b]{escape_markup(text)}[/b] after")
+    assert content.plain.replace("\u2060", "") == text + " after"
+    assert all(span.style == "b" for span in content.spans)

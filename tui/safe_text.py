@@ -50,6 +50,19 @@ def one_line(text: str) -> str:
     return " ".join(visible(text).split())
 
 
+def escape_markup(text: str) -> str:
+    """``text`` for a Textual markup string, shown exactly as it is.
+
+    ``textual.markup.escape`` leaves ``[?1;2c`` and ``[$x]`` alone, and Textual then
+    reads them as markup: a title holding a terminal reply ate the closing ``[/b]``
+    after it, a ``$name`` in brackets vanished. Every ``[`` is escaped here; a
+    backslash at the very end would escape the markup that follows, so a word
+    joiner (invisible) goes after it.
+    """
+    text = text.replace("[", "\\[")
+    return text + "\u2060" if text.endswith("\\") else text
+
+
 def is_terminal(stream: TextIO) -> bool:
     """Whether ``stream`` writes to a terminal (False for files, pipes and closed streams)."""
     try:

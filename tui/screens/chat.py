@@ -11,7 +11,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.markup import escape
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -21,6 +20,7 @@ from textual.worker import Worker, WorkerState
 
 from tui.cpu import describe_wait
 from tui.engines import protocol as p
+from tui.safe_text import escape_markup as escape
 from tui.safe_text import one_line
 from tui.screens.chat_attach import AttachFromChat
 from tui.screens.chat_imagine import ImagineFromChat

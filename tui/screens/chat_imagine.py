@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from textual.markup import escape
 from textual.message import Message
 
+from tui.safe_text import escape_markup as escape
 from tui.safe_text import one_line
 from tui.screens.imagine_prompt import ImaginePromptScreen
 from tui.services import chat_imagine as ci

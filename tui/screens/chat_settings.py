@@ -9,7 +9,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
@@ -19,6 +18,7 @@ from tui.config import Sampling, Settings
 from tui.default_model import resolve_chat_model
 from tui.formats import ModelFileError
 from tui.formats.gguf import read_gguf_info
+from tui.safe_text import escape_markup as escape
 from tui.safe_text import one_line
 
 FIELD_LABELS = {

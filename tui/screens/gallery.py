@@ -10,11 +10,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from tui.safe_text import escape_markup as escape
 from tui.safe_text import one_line, visible
 from tui.screens.dialogs import ConfirmScreen
 from tui.services.imagine import GALLERY_PAGE, ImagineService

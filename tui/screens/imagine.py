@@ -11,7 +11,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.markup import escape
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -21,6 +20,7 @@ from textual.worker import Worker, WorkerState
 from tui import imaging
 from tui.formats import ModelFileError
 from tui.imaging import ImageParams
+from tui.safe_text import escape_markup as escape
 from tui.safe_text import one_line
 from tui.screens.dialogs import TextPromptScreen
 from tui.services import imagine as svc

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from textual.binding import Binding
-from textual.markup import escape
 from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from tui.safe_text import escape_markup as escape
 from tui.safe_text import one_line
 from tui.store import Conversation
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from textual.markup import escape
 from textual.widgets import Static
 
 from tui import gpu
 from tui.budget import process_rss
 from tui.formats import human_size
+from tui.safe_text import escape_markup as escape
 from tui.safe_text import one_line, visible
 
 if TYPE_CHECKING:
