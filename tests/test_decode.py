@@ -161,3 +161,35 @@ def test_max_tokens_ends_with_length_and_a_stop_string_cuts_the_text(llm) -> Non
     cut, steps = loop_reply(llm, prompt, seed=1, max_tokens=40, stop=[word], temp=0.0)
     assert steps[-1].finish == "stop"
     assert cut == full[: full.index(word)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_narrowed_penalties_sample_the_same_tokens(chat_model, temperature: float) -> None:
+    """tui/compat/llama_cpp.py: penalties on the top candidates only, same tokens."""
+    from llama_cpp import Llama
+
+    from tui.compat.llama_cpp import narrow_penalties
+
+    stock = Llama(str(chat_model), n_ctx=512, n_threads=2, verbose=False)
+    narrow = Llama(str(chat_model), n_ctx=512, n_threads=2, verbose=False)
+    narrow_penalties(narrow)
+    prompt = chatml(stock, "List twenty fruits, one per line, and say why you like each.")
+
+    def tokens(llm, seed: int) -> list[int]:
+        llm.set_seed(seed)
+        made: list[int] = []
+        for token in llm.generate(
+            prompt, temp=temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.3
+        ):
+            made.append(token)
+            if len(made) == 80:
+                break
+        return made
+
+    try:
+        for seed in (1, 2):
+            assert tokens(narrow, seed) == tokens(stock, seed)
+    finally:
+        stock.close()
+        narrow.close()

@@ -64,6 +64,10 @@ def test_ui_side_never_imports_a_native_binding() -> None:
         "tui.compat.textual_image",
         "tui.compat.sounddevice",
         "tui.compat.stable_diffusion_cpp",
+        "tui.compat.llama_cpp",
+        "tui.engines.decode",
+        "tui.gpu",
+        "tui.accel",
     ]
     assert _loaded_after_import(ui_modules, NATIVE_BINDINGS) == []
 
@@ -79,6 +83,9 @@ def test_engine_side_never_imports_textual() -> None:
         *FORMAT_MODULES,
         "tui.compat.sounddevice",
         "tui.compat.stable_diffusion_cpp",
+        "tui.compat.llama_cpp",
+        "tui.engines.decode",
+        "tui.gpu",
         "tui.imaging",
         "tui.store",
         "tui.config",

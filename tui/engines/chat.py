@@ -11,6 +11,7 @@ import random
 import time
 from typing import Any
 
+from tui.compat.llama_cpp import narrow_penalties
 from tui.cpu import bound_threads
 from tui.cpu import default_threads as default_threads  # the bench scripts import it here
 from tui.engines import protocol as p
@@ -128,6 +129,7 @@ class ChatEngine:
                 )
             )
             return False
+        narrow_penalties(self.llm)  # the same tokens, the penalties on ~100 candidates only
         self.formatter = self._make_formatter()
         self.controls = self._control_texts()
         self.key = key
