@@ -48,7 +48,7 @@ def listed(listing: ConversationList) -> list[str]:
 
 async def test_the_list_loads_a_page_at_a_time(app_dirs: Path, chat_model: Path) -> None:
     path = app_dirs / "data" / "triptych.db"
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fill(path, CONVERSATIONS)
     app = TriptychApp(chat_model=str(chat_model), store=Store(path))
     async with app.run_test(size=(100, 30)) as pilot:

@@ -687,24 +687,37 @@ class ChatScreen(AttachFromChat, ImagineFromChat, Screen[None]):
             self._draft_before_edit = None
         else:
             event.prompt.clear()
-        self.save_draft()
+        # The engine gets the request first; storing the draft and drawing both
+        # messages (about 0.1 s) happen while it reads the prompt. Its events wait
+        # in this screen's queue until this handler has mounted the reply.
+        started = self._begin_reply()
         await log.add(_as_data(message))
+        self.save_draft()
         self._update_header()
-        await self._start_reply()
+        await self._show_reply(*started)
 
     async def _start_reply(self) -> None:
+        await self._show_reply(*self._begin_reply())
+
+    def _begin_reply(self) -> tuple[StoredMessage | None, str]:
+        """Store the empty reply and start the request: (the reply, '') or (None, why not)."""
         try:
             reply, request = self.service.start_reply()
         except ChatError as error:
+            return None, str(error)
+        self.generating = True
+        self._run_request(request)
+        return reply, ""
+
+    async def _show_reply(self, reply: StoredMessage | None, error: str) -> None:
+        if reply is None:
             # Nothing could be generated into the database (bad model file, full
             # disk, ...): say so instead of streaming a reply that would not be kept.
-            await self._show_error(str(error), self.service.record_error(str(error)))
+            await self._show_error(error, self.service.record_error(error))
             return
         self.reply_view = await self.query_one(MessageLog).add(_as_data(reply))
         self.refresh_list()
-        self.generating = True
         self._set_status("Generating… Esc stops")
-        self._run_request(request)
 
     @work(thread=True, exclusive=True, group="chat", exit_on_error=False)
     def _run_request(self, request: p.ChatRequest) -> None:
