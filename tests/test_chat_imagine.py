@@ -211,13 +211,20 @@ def image_views(app: Any) -> list[Any]:
     return list(app.screen.query_one(MessageLog).query_children(ImageMessageView))
 
 
+def prompt_dialog_ready(app) -> bool:
+    """The F7 dialog is up with its input mounted (a busy machine composes it later)."""
+    from tui.screens.imagine_prompt import ImaginePromptScreen
+    from tui.widgets.prompt_input import PromptInput
+
+    return isinstance(app.screen, ImaginePromptScreen) and bool(app.screen.query(PromptInput))
+
+
 @pytest.mark.slow
 async def test_f7_draws_the_chat_into_the_log_and_it_stays_after_a_restart(
     app_dirs: Path, chat_model: Path
 ) -> None:
     from tests.helpers import wait_until
     from tui.app import TriptychApp
-    from tui.screens.imagine_prompt import ImaginePromptScreen
     from tui.widgets.chat_image import ChatImage
     from tui.widgets.message_log import MessageLog
     from tui.widgets.prompt_input import PromptInput
@@ -234,9 +241,7 @@ async def test_f7_draws_the_chat_into_the_log_and_it_stays_after_a_restart(
     async with app.run_test(size=(80, 24)) as pilot:
         await use_tiny_image_settings(pilot, app)
         await pilot.press("f7")
-        await wait_until(
-            pilot, lambda: isinstance(app.screen, ImaginePromptScreen), 60, "the prompt dialog"
-        )
+        await wait_until(pilot, lambda: prompt_dialog_ready(app), 60, "the prompt dialog")
         written = app.screen.query_one(PromptInput).text
         assert written.strip() and "\n" not in written
         await pilot.press("enter")
@@ -263,9 +268,7 @@ async def test_f7_draws_the_chat_into_the_log_and_it_stays_after_a_restart(
         assert log.selected_message() is not None
         assert log.selected_message().role == "assistant"
         await pilot.press("f7")
-        await wait_until(
-            pilot, lambda: isinstance(app.screen, ImaginePromptScreen), 60, "the prompt dialog"
-        )
+        await wait_until(pilot, lambda: prompt_dialog_ready(app), 60, "the prompt dialog")
         await pilot.press("escape")
         await pilot.pause()
         assert "cancelled" in str(app.screen.query_one("#status").render())
@@ -309,7 +312,6 @@ async def test_escape_stops_the_drawing_and_keeps_nothing(app_dirs: Path, chat_m
 
     from tests.helpers import wait_until
     from tui.app import TriptychApp
-    from tui.screens.imagine_prompt import ImaginePromptScreen
 
     with Store() as seed:
         conversation = seed.create_conversation("Lighthouse")
@@ -325,9 +327,7 @@ async def test_escape_stops_the_drawing_and_keeps_nothing(app_dirs: Path, chat_m
         await pilot.press("f2")
         await pilot.pause()
         await pilot.press("f7")
-        await wait_until(
-            pilot, lambda: isinstance(app.screen, ImaginePromptScreen), 60, "the prompt dialog"
-        )
+        await wait_until(pilot, lambda: prompt_dialog_ready(app), 60, "the prompt dialog")
         await pilot.press("enter")
         screen = app.screen
         await wait_until(
