@@ -494,3 +494,21 @@ def test_check_image_model_formats_and_refusals(tmp_path: Path, gguf: Path) -> N
     short_gguf = _write(tmp_path, "short.gguf", gguf.read_bytes()[:-8])
     with pytest.raises(ModelFileError, match="^truncated GGUF model: "):
         check_image_model(short_gguf)
+
+
+def test_gguf_header_is_read_again_only_when_the_file_changes(tmp_path) -> None:
+    import shutil
+
+    from tests.conftest import CHAT_MODEL
+    from tui.formats import gguf
+
+    if not CHAT_MODEL.is_file():
+        pytest.skip("no test model")
+    path = tmp_path / "model.gguf"
+    shutil.copyfile(CHAT_MODEL, path)
+    first = gguf.read_gguf_info(path)
+    assert gguf.read_gguf_info(path) == first
+    with path.open("r+b") as handle:  # cut in half: it must be read again and refused
+        handle.truncate(first.file_size // 2)
+    with pytest.raises(ModelFileError, match="truncated"):
+        gguf.read_gguf_info(path)
