@@ -27,7 +27,11 @@ from textual.widgets import Static
 from tui.safe_text import one_line, visible
 from tui.widgets.chat_image import ChatImage
 
-REFRESH_HZ = 20
+REFRESH_HZ = 10
+"""Re-renders of a streaming reply per second. Each one reflows the log and redraws
+the screen: at 20 a second that took about half a core, which on a 2-core machine
+slowed a CPU engine's decoding by a third (scripts/_bench_gpu_front.py: TUI decode
+0.63-0.66 of raw at 20 Hz, 0.75-0.85 at 8 Hz). The first text still shows at once."""
 WINDOW = 40
 """Messages mounted at once; older ones are loaded when the user asks for them."""
 
