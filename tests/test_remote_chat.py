@@ -16,13 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for_http
 
 from tui.backends.chat import chat_backend_for
 from tui.backends.remote import RemoteChatBackend
@@ -80,18 +80,9 @@ class LlamaServer:
         with open(log, "wb") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text(errors="replace")[-2000:]
-            try:
-                request = urllib.request.Request(f"{self.url}/models", headers=headers)
-                with urllib.request.urlopen(request, timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"llama_cpp.server did not start: {log.read_text(errors='replace')[-2000:]}")
+        wait_for_http(
+            self.process, f"{self.url}/models", "llama_cpp.server", log, self.stop, 120, headers
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -37,11 +37,9 @@ from tui.store import Store
 TRIPTYCH = [sys.executable, "-m", "tui.cli"]
 
 
-@pytest.fixture(scope="module")
-def box(chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One `triptych serve` with the chat, image and speech fixtures, for the module."""
-    home = tmp_path_factory.mktemp("serve-home")
-    server = Server(
+def start_box(chat_model: Path, home: Path) -> Server:
+    """`triptych serve` with the chat, image and speech fixtures, its folders in ``home``."""
+    return Server(
         "--model",
         str(chat_model),
         env={
@@ -51,6 +49,12 @@ def box(chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "TRIPTYCH_SPEECH_MODEL": str(speech_fixtures.whisper_model()),
         },
     )
+
+
+@pytest.fixture(scope="module")
+def box(chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One `triptych serve` with the chat, image and speech fixtures, for the module."""
+    server = start_box(chat_model, tmp_path_factory.mktemp("serve-home"))
     yield server
     server.stop()
 

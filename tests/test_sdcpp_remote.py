@@ -22,8 +22,9 @@ from typing import Any
 import openai
 import pytest
 import sd_fixtures
-from helpers import stop_process
+from helpers import stop_process, wait_for_http
 from PIL import Image
+from test_remote_media import start_box
 from test_serve import REPO, Server, free_port
 
 from tui.backends import sdcpp
@@ -81,18 +82,14 @@ class SdServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"sd-server exited with {self.process.returncode}; see {log}")
-            try:
-                if get_json(f"{self.root}/sdcpp/v1/capabilities")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"sd-server did not answer within {START_TIMEOUT_S:g} s; see {log}")
+        wait_for_http(
+            self.process,
+            f"{self.root}/sdcpp/v1/capabilities",
+            "sd-server",
+            log,
+            self.stop,
+            START_TIMEOUT_S,
+        )
 
     def job(self, job_id: str) -> dict[str, Any]:
         status, body = get_json(f"{self.root}/sdcpp/v1/jobs/{job_id}")
@@ -120,19 +117,23 @@ def sd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdServer]:
 
 @pytest.fixture(scope="module")
 def serve_box(chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`triptych serve` with the chat and image fixtures."""
-    home = tmp_path_factory.mktemp("serve-home")
-    server = Server(
-        "--model",
-        str(chat_model),
-        env={
-            "TRIPTYCH_DATA_DIR": str(home / "data"),
-            "TRIPTYCH_CONFIG_DIR": str(home / "config"),
-            "TRIPTYCH_IMAGE_MODEL": str(sd_fixtures.fixture("image-model")),
-        },
-    )
+    server = start_box(chat_model, tmp_path_factory.mktemp("serve-home"))
     yield server
     server.stop()
+
+
+def cancel_within_a_second(
+    backend: RemoteImageBackend, worker: threading.Thread, events: list[Any]
+) -> p.GenerationFinished:
+    """Stop the request ``worker`` runs: it must end 'cancelled' within a second."""
+    asked = time.monotonic()
+    backend.cancel()
+    worker.join(5)
+    took = time.monotonic() - asked
+    assert not worker.is_alive() and took < 1.0, took
+    last = events[-1]
+    assert isinstance(last, p.GenerationFinished) and last.reason == "cancelled", events
+    return last
 
 
 def image_request(**changes: Any) -> p.ImageRequest:
@@ -193,13 +194,7 @@ def test_stop_of_a_queued_job_cancels_it_on_the_server(sd_server: SdServer) -> N
     worker, events = in_thread(backend, image_request())
     wait_for(lambda: any(isinstance(e, p.WaitingForCpu) for e in events), 10, "the queued job")
     assert "job ahead" in events[0].behind[0] or "jobs ahead" in events[0].behind[0]
-    asked = time.monotonic()
-    backend.cancel()
-    worker.join(5)
-    took = time.monotonic() - asked
-    assert not worker.is_alive() and took < 1.0, took
-    last = events[-1]
-    assert isinstance(last, p.GenerationFinished) and last.reason == "cancelled", events
+    last = cancel_within_a_second(backend, worker, events)
     assert last.note == ""
     assert sd_server.job(backend.job_id)["status"] == "cancelled"
     sd_server.wait_idle(first["id"])
@@ -214,13 +209,7 @@ def test_stop_of_a_generating_job_ends_within_a_second(sd_server: SdServer) -> N
         10,
         "the job to generate",
     )
-    asked = time.monotonic()
-    backend.cancel()
-    worker.join(5)
-    took = time.monotonic() - asked
-    assert not worker.is_alive() and took < 1.0, took
-    last = events[-1]
-    assert isinstance(last, p.GenerationFinished) and last.reason == "cancelled", events
+    last = cancel_within_a_second(backend, worker, events)
     # sd-server cannot abort a generation (409): the user is told it finishes on its own.
     assert last.note == sdcpp.STILL_RUNNING_NOTE
     sd_server.wait_idle(backend.job_id)
@@ -342,13 +331,7 @@ def test_serve_cancels_a_generating_job(serve_box: Server) -> None:
     backend = RemoteImageBackend(ServerConfig("box", serve_box.base_url))
     worker, events = in_thread(backend, image_request(steps=60))
     wait_for(lambda: any(isinstance(e, p.StepProgressed) for e in events), 30, "a step")
-    asked = time.monotonic()
-    backend.cancel()
-    worker.join(5)
-    took = time.monotonic() - asked
-    assert not worker.is_alive() and took < 1.0, took
-    last = events[-1]
-    assert isinstance(last, p.GenerationFinished) and last.reason == "cancelled", events
+    last = cancel_within_a_second(backend, worker, events)
     assert last.note == ""  # triptych serve stops a generating job
     status, job = get_json(f"{root}/sdcpp/v1/jobs/{backend.job_id}")
     assert status == 200 and job["status"] == "cancelled", job

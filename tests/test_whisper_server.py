@@ -10,8 +10,6 @@ is how users put whisper-server behind OpenAI clients. It serves the whisper fix
 from __future__ import annotations
 
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile
 import speech_fixtures
-from helpers import stop_process
+from helpers import stop_process, wait_for_http
 from test_remote_media import triptych
 from test_serve import REPO, free_port
 
@@ -55,19 +53,9 @@ class WhisperServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"whisper-server exited with {self.process.returncode}; see {log}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"whisper-server did not answer within {START_TIMEOUT_S:g} s; see {log}")
+        wait_for_http(
+            self.process, f"{self.base_url}/", "whisper-server", log, self.stop, START_TIMEOUT_S
+        )
 
     def stop(self) -> None:
         stop_process(self.process, self.log)
