@@ -252,7 +252,7 @@ def test_the_engine_falls_back_when_the_gpu_has_no_room(
 
     monkeypatch.setattr(llama_cpp, "Llama", fake_gpu_llama)
     monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
-    monkeypatch.setattr(chat_engine, "gpus", lambda: [])  # NVML cannot tell: try all layers
+    monkeypatch.setattr(chat_engine, "free_vram", lambda: None)  # NVML cannot tell: all layers
 
     engine = chat_engine.ChatEngine()
     request = p.ChatRequest(model_path=str(chat_model), messages=[], n_ctx=512, n_threads=1)
@@ -295,7 +295,7 @@ def test_the_engine_plans_with_free_vram(chat_model: Path, monkeypatch: pytest.M
     fake_gpu = gpu.GpuInfo(0, "Fake GPU", 8 * GIB, 100 * MIB, (9, 0))
     monkeypatch.setattr(llama_cpp, "Llama", fake_gpu_llama)
     monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
-    monkeypatch.setattr(chat_engine, "gpus", lambda: [fake_gpu])
+    monkeypatch.setattr(chat_engine, "free_vram", lambda: fake_gpu.free_bytes)
     engine = chat_engine.ChatEngine()
     request = p.ChatRequest(model_path=str(chat_model), messages=[], n_ctx=512, n_threads=1)
     channel = _ListChannel()

@@ -126,14 +126,14 @@ class MemoryBudget:
         limit: int,
         notify: Callable[[str], None] | None = None,
         *,
-        free_vram: Callable[[], int] = gpu.free_vram,
+        free_vram: Callable[[], int | None] = gpu.free_vram,
         process_vram: Callable[[], dict[int, int]] = gpu.process_vram,
     ) -> None:
         self.hosts = list(hosts)
         self.limit = limit
         self.notify = notify
         self.free_vram = free_vram
-        """Free bytes on the GPU the engines use (tui.gpu; a fake in tests)."""
+        """Free bytes on the GPU the engines use, None without one (tui.gpu; a fake in tests)."""
         self.process_vram = process_vram
         """VRAM by process id (tui.gpu; {} without a GPU)."""
         for host in self.hosts:
@@ -183,7 +183,7 @@ class MemoryBudget:
         if not need:
             return []
         # The host's own model, if any, is unloaded before its new one loads.
-        free = self.free_vram() + (on_gpu.get(host.pid or 0, 0) if host.alive else 0)
+        free = (self.free_vram() or 0) + (on_gpu.get(host.pid or 0, 0) if host.alive else 0)
         unloaded: list[str] = []
         for other in sorted(others, key=lambda h: h.last_used):
             if need <= free:

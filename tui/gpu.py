@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from tui.formats import human_size
+
 _lock = threading.Lock()
 _nvml: Any = None
 _nvml_tried = False
@@ -128,14 +130,14 @@ def process_vram() -> dict[int, int]:
     return used
 
 
-def free_vram() -> int:
-    """Free GPU memory in bytes on the first GPU (0 without one).
+def free_vram() -> int | None:
+    """Free GPU memory in bytes on the first GPU (None without one, or without NVML).
 
     The engines use the first GPU (llama.cpp's main GPU 0, stable-diffusion.cpp
     and whisper.cpp device 0).
     """
     found = gpus()
-    return found[0].free_bytes if found else 0
+    return found[0].free_bytes if found else None
 
 
 # --- how many layers of a chat model go to the GPU ------------------------------------
@@ -191,12 +193,6 @@ def compute_reserve(model_bytes: int) -> int:
     return max(MIN_COMPUTE_RESERVE, model_bytes // 10)
 
 
-def _gib(n: int) -> str:
-    from tui.formats import human_size
-
-    return human_size(n)
-
-
 def plan_gpu_layers(
     setting: int | str,
     n_layers: int,
@@ -236,7 +232,7 @@ def plan_gpu_layers(
     if total and room > 0:
         per_layer = model_bytes / total + kv_bytes / n_layers
         fitting = min(n_layers, int(room // per_layer)) if per_layer > 0 else n_layers
-    shortage = f"the model needs {_gib(need)}, {_gib(max(free_vram, 0))} of VRAM free"
+    shortage = f"the model needs {human_size(need)}, {human_size(max(free_vram, 0))} of VRAM free"
     if fitting <= 0:
         return LayerPlan(0, total, f"loaded on the CPU: {shortage}")
     return LayerPlan(fitting, total, f"{fitting} of {total} layers on the GPU: {shortage}")

@@ -22,7 +22,7 @@ from tui.formats.gguf import GGUFInfo, read_gguf_info
 from tui.gpu import (
     AUTO,
     LayerPlan,
-    gpus,
+    free_vram,
     load_with_gpu_fallback,
     parse_gpu_layers,
     plan_gpu_layers,
@@ -60,10 +60,8 @@ def _gpu_setting(value: object) -> int | str:
 
 def _plan_layers(setting: int | str, info: GGUFInfo, n_ctx: int, offload: bool) -> LayerPlan:
     """The layers to offload: none on a CPU-only build, NVML asked only on a GPU one."""
-    free: int | None = None
-    if offload and setting == AUTO:
-        found = gpus()  # llama.cpp's main GPU is device 0
-        free = found[0].free_bytes if found else None  # None: NVML cannot tell
+    # llama.cpp's main GPU is device 0; None: NVML cannot tell.
+    free = free_vram() if offload and setting == AUTO else None
     return plan_gpu_layers(
         setting,
         n_layers=info.shape.get("block_count", 0),
